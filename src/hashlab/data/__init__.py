@@ -1,0 +1,41 @@
+"""Datasets: IDX files, Fashion-MNIST, scikit-learn digits, image folders, and a registry."""
+
+from __future__ import annotations
+
+from hashlab.data.arrays import ArrayDataset
+from hashlab.data.digits import DIGITS_CLASSES, load_digits_split
+from hashlab.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    download_fashion_mnist,
+    find_fashion_mnist,
+    load_fashion_mnist,
+)
+from hashlab.data.idx import content_sha256, read_idx, read_idx_header, write_idx
+from hashlab.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from hashlab.data.registry import DATASETS, dataset_names, load_dataset, register_dataset
+
+__all__ = [
+    "DATASETS",
+    "DIGITS_CLASSES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "IMAGE_EXTENSIONS",
+    "ArrayDataset",
+    "ImageFolderDataset",
+    "content_sha256",
+    "dataset_names",
+    "download_fashion_mnist",
+    "find_fashion_mnist",
+    "load_dataset",
+    "load_digits_split",
+    "load_fashion_mnist",
+    "read_idx",
+    "read_idx_header",
+    "register_dataset",
+    "write_idx",
+]

@@ -1,0 +1,268 @@
+"""Run configuration: YAML → typed, validated dataclasses.
+
+Every field has a type and a default; unknown keys, wrong types and out-of-range values raise
+:class:`~hashlab.errors.ConfigError` whose message names the offending key (``optim.lr``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from hashlab.errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentations applied on the fly during training (all seeded)."""
+
+    hflip: bool = False
+    crop_padding: int = 0
+
+    def validate(self, path: str) -> None:
+        _check(self.crop_padding >= 0, f"{path}.crop_padding", "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    download: bool = True
+    image_size: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "small_cnn"
+    backbone_args: dict[str, Any] = field(default_factory=dict)
+    head: Literal["hash", "embedding"] = "hash"
+    dim: int = 64
+
+    def validate(self, path: str) -> None:
+        _check(self.dim > 0, f"{path}.dim", "must be > 0")
+
+
+@dataclass
+class LossConfig:
+    name: str = "hash_ce"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+
+    def validate(self, path: str) -> None:
+        _check(self.lr > 0, f"{path}.lr", "must be > 0")
+        _check(0 <= self.momentum < 1, f"{path}.momentum", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
+
+
+@dataclass
+class SchedulerConfig:
+    name: Literal["none", "cosine", "step", "onecycle"] = "onecycle"
+    step_size: int = 10
+    gamma: float = 0.1
+    warmup_fraction: float = 0.25
+
+    def validate(self, path: str) -> None:
+        _check(self.step_size > 0, f"{path}.step_size", "must be > 0")
+        _check(0 < self.gamma <= 1, f"{path}.gamma", "must be in (0, 1]")
+        _check(0 < self.warmup_fraction < 1, f"{path}.warmup_fraction", "must be in (0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    device: str = "auto"
+    threads: int | None = None
+    max_batches_per_epoch: int | None = None
+    limit_train_samples: int | None = None
+
+    def validate(self, path: str) -> None:
+        _check(self.epochs > 0, f"{path}.epochs", "must be > 0")
+        _check(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
+        _check(self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+               f"{path}.device", "must be 'auto', 'cpu' or 'cuda[:N]'")
+        for name in ("threads", "max_batches_per_epoch", "limit_train_samples"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"{path}.{name}", "must be > 0 or null")
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "fmnist-retrieval"
+    batch_size: int = 1024
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs. ``hashlab train CONFIG`` reads one of these."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+T = TypeVar("T")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert (int → float, dict → dataclass)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return from_dict(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {_describe(tp)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches no type of "
+                          + " | ".join(_describe(a) for a in args))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads "5e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {key}")  # programming error
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad values."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key; allowed keys: {', '.join(names)}")
+    kwargs = {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path or cls.__name__)
+    return obj
+
+
+def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | None = None
+                ) -> RunConfig:
+    """Load a :class:`RunConfig` from a YAML file or a mapping, then apply ``key=value`` overrides.
+
+    ``overrides`` use dotted keys with YAML values, e.g. ``["train.epochs=2", "optim.lr=0.1"]``.
+    """
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config must be a mapping at the top level, got {type(data).__name__}")
+    data = _apply_overrides(dict(data), overrides or [])
+    return from_dict(RunConfig, data)
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], key: str) -> None:
+    """Raise ConfigError naming ``key.arg`` if ``kwargs`` has an argument ``factory`` lacks."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for name in kwargs:
+        if name not in params:
+            allowed = ", ".join(p for p in params if p not in ("num_classes", "dim", "in_channels"))
+            raise ConfigError(f"{key}.{name}: unknown argument; allowed: {allowed or 'none'}")

@@ -1,0 +1,101 @@
+"""Backbones: image tensor [B, C, H, W] → feature vector [B, feature_dim]."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hashlab.registry import Registry
+
+BACKBONES: Registry[nn.Module] = Registry("backbone")
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallCNN(nn.Module):
+    """A compact CNN for 28×28 images (Fashion-MNIST), fast on a 2-core CPU.
+
+    Two 3×3 conv-BN-ReLU stages with 2×2 max-pooling, an adaptive pool to 7×7 (the identity for
+    28×28 inputs, so any input ≥ 4×4 works), then a fully connected layer to ``feature_dim``.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32, feature_dim: int = 512) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, w),
+            nn.MaxPool2d(2),
+            *_conv_bn(w, 2 * w),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(7),
+            nn.Flatten(),
+        )
+        self.fc = nn.Sequential(
+            nn.Linear(2 * w * 49, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True)
+        )
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 in the CIFAR layout (3×3 stem, no max-pool), for 32×32 inputs; 512-d features."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        cin = width
+        for i, blocks in enumerate((2, 2, 2, 2)):
+            cout = width * 2**i
+            for b in range(blocks):
+                layers.append(BasicBlock(cin, cout, stride=2 if (b == 0 and i > 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layers(self.stem(x)))
+
+
+@BACKBONES.register("small_cnn")
+def small_cnn(in_channels: int = 1, width: int = 32, feature_dim: int = 512) -> nn.Module:
+    return SmallCNN(in_channels=in_channels, width=width, feature_dim=feature_dim)
+
+
+@BACKBONES.register("resnet18_cifar")
+def resnet18_cifar(in_channels: int = 3, width: int = 64) -> nn.Module:
+    return CifarResNet18(in_channels=in_channels, width=width)

@@ -1,0 +1,339 @@
+"""The training loop: seeded, checkpointed every epoch, resumable, with a progress bar.
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (everything needed
+to resume: weights, optimiser, scheduler, RNG state, history), ``model.pt`` (the final model for
+encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training curve).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hashlab.config import RunConfig, check_kwargs
+from hashlab.data.augment import BatchAugment
+from hashlab.data.registry import load_dataset
+from hashlab.errors import CheckpointError, ConfigError
+from hashlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hashlab.losses.registry import LOSSES
+from hashlab.models.model import CodeModel, build_model
+
+CHECKPOINT = "checkpoint.pt"
+FINAL_MODEL = "model.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+CURVE_FILE = "curve.png"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float | None
+    lr: float
+    seconds: float
+    images_per_second: float
+
+
+Callback = Callable[["Trainer", int, int], None]
+
+
+def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
+    factory = LOSSES.get(config.loss.name)
+    check_kwargs(factory, config.loss.args, "loss.args")
+    return factory(num_classes=num_classes, dim=config.model.dim, **config.loss.args)
+
+
+def build_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=o.nesterov and o.momentum > 0)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Schedulers step once per batch, so resuming mid-schedule is exact."""
+    s, total = config.scheduler, config.train.epochs * steps_per_epoch
+    if s.name == "none":
+        return None
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size * steps_per_epoch,
+                                               gamma=s.gamma)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.optim.lr, total_steps=total,
+                                               pct_start=s.warmup_fraction)
+
+
+class Trainer:
+    """Trains ``config`` into ``run_dir``.
+
+    ``callbacks`` are called as ``callback(trainer, epoch, step)`` after every batch (``step`` ≥ 0)
+    and with ``step = -1`` after each epoch's checkpoint is written.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, *,
+                 progress: bool = True, callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir else Path(config.output_dir) / config.name
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.train.device)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+
+        seed_everything(config.seed)
+        d = config.data
+        dataset = load_dataset(d.dataset, "train", root=d.root, download=d.download,
+                               **({"image_size": d.image_size} if d.image_size else {}))
+        if config.train.limit_train_samples:
+            dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
+        self.dataset = dataset
+        self.num_classes = int(dataset.num_classes)
+        in_channels = int(dataset.image_shape[0])
+        self.model: CodeModel = build_model(config.model, in_channels).to(self.device)
+        self.loss_fn = build_loss(config, self.num_classes).to(self.device)
+        self.augment = BatchAugment(d.augment)
+        params = [*self.model.parameters(), *self.loss_fn.parameters()]
+        self.optimizer = build_optimizer(config, params)
+        n = len(dataset)
+        if n < config.train.batch_size:
+            raise ConfigError(f"train.batch_size: {config.train.batch_size} is larger than the "
+                              f"training set ({n} images)")
+        self.steps_per_epoch = n // config.train.batch_size  # drop the last partial batch
+        if config.train.max_batches_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_batches_per_epoch)
+        self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        ckpt = self.run_dir / CHECKPOINT
+        if resume:
+            if not ckpt.exists():
+                raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
+            state = load_checkpoint(ckpt, map_location=self.device)
+            saved = state.get("config")
+            if saved is not None and saved != self.config.to_dict():
+                raise CheckpointError(
+                    f"cannot resume {self.run_dir}: its config differs from the one given; "
+                    "resume with the same config (see config.yaml in the run directory)")
+            self.load_state_dict(state)
+        elif ckpt.exists() or (self.run_dir / FINAL_MODEL).exists():
+            raise CheckpointError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
+                "another name (name=... or --name) / remove the directory")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml())
+
+    # ---------------------------------------------------------------- training
+    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train until ``train.epochs``; returns the per-epoch history."""
+        self._prepare_run_dir(resume)
+        epochs = self.config.train.epochs
+        try:
+            while self.epoch < epochs:
+                stats = self._train_epoch(self.epoch)
+                self.history.append(asdict(stats))
+                self.epoch += 1
+                atomic_torch_save(self.run_dir / CHECKPOINT, self.state_dict())
+                self._write_logs()
+                for cb in self.callbacks:
+                    cb(self, self.epoch - 1, -1)
+        except KeyboardInterrupt:
+            tqdm.write(f"interrupted; the last completed epoch ({self.epoch}) is saved in "
+                       f"{self.run_dir / CHECKPOINT}; continue with --resume")
+            raise
+        self.save_final()
+        return self.history
+
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        # One generator per epoch, derived from (seed, epoch): resuming at any epoch boundary
+        # replays exactly the same shuffles and augmentations.
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+
+    def _train_epoch(self, epoch: int) -> EpochStats:
+        cfg = self.config.train
+        gen = self._epoch_generator(epoch)
+        order = torch.randperm(len(self.dataset), generator=gen)
+        self.model.train()
+        self.loss_fn.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        has_logits = hasattr(self.loss_fn, "logits")
+        start = time.perf_counter()
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
+        for step in bar:
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            images, labels = self.dataset.get_batch(idx)
+            if self.augment.active:
+                images = self.augment(images, gen)
+            images, labels = images.to(self.device), labels.to(self.device)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            codes = self.model(images)
+            loss = self.loss_fn(codes, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower optim.lr "
+                    "or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler:
+                self.scheduler.step()
+            batch = labels.shape[0]
+            total_loss += loss.item() * batch
+            seen += batch
+            if has_logits:
+                with torch.no_grad():
+                    correct += int((self.loss_fn.logits(codes).argmax(1) == labels).sum())
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
+            for cb in self.callbacks:
+                cb(self, epoch, step)
+        bar.close()
+        seconds = time.perf_counter() - start
+        stats = EpochStats(epoch=epoch + 1, loss=total_loss / seen,
+                           accuracy=correct / seen if has_logits else None,
+                           lr=self.optimizer.param_groups[0]["lr"], seconds=seconds,
+                           images_per_second=seen / seconds)
+        if self.progress:
+            acc = f", train acc {stats.accuracy:.4f}" if stats.accuracy is not None else ""
+            tqdm.write(f"epoch {stats.epoch}/{cfg.epochs}: loss {stats.loss:.4f}{acc}, "
+                       f"{stats.images_per_second:.0f} img/s, {seconds:.1f}s")
+        return stats
+
+    # ---------------------------------------------------------------- outputs
+    def save_final(self) -> Path:
+        meta = {
+            "num_classes": self.num_classes,
+            "image_shape": list(self.dataset.image_shape),
+            "classes": list(getattr(self.dataset, "classes", None) or []),
+        }
+        return atomic_torch_save(self.run_dir / FINAL_MODEL, {
+            "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
+            "config": self.config.to_dict(), "dataset": meta, "epochs": self.epoch,
+        })
+
+    def _write_logs(self) -> None:
+        atomic_write_json(self.run_dir / METRICS_FILE, {"history": self.history})
+        plot_training_curve(self.history, self.run_dir / CURVE_FILE)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint, turning unreadable files into a clear CheckpointError."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # truncated / foreign files raise many different errors
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def plot_training_curve(history: list[dict[str, Any]], path: str | Path) -> None:
+    """Loss (and training accuracy, when known) per epoch, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="tab:blue")
+    if all(h.get("accuracy") is not None for h in history):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h["accuracy"] for h in history], "s--", color="tab:orange")
+        ax2.set_ylabel("training accuracy", color="tab:orange")
+    ax.set_title("training curve")
+    fig.tight_layout()
+    from io import BytesIO
+
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    from hashlab.io import atomic_write
+
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _subset(dataset: Any, n: int, seed: int) -> Any:
+    """The first ``n`` images of a seeded permutation (an ArrayDataset keeps its fast path)."""
+    from hashlab.data.arrays import ArrayDataset
+
+    if n >= len(dataset):
+        return dataset
+    idx = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    idx.sort()
+    if not isinstance(dataset, ArrayDataset):
+        raise ConfigError("train.limit_train_samples needs an in-memory dataset")
+    return dataset.subset(idx)
+
+
+def train(config: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+          progress: bool = True) -> Trainer:
+    """Train ``config`` and return the finished :class:`Trainer`."""
+    trainer = Trainer(config, run_dir, progress=progress)
+    trainer.fit(resume=resume)
+    return trainer
+
+
+__all__ = ["EpochStats", "Trainer", "build_loss", "load_checkpoint", "seed_everything",
+           "train"]

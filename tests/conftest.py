@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import settings
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+torch.set_num_threads(2)
+
+# shared CI machines are slow and noisy: a per-example deadline would make tests flaky
+settings.register_profile("hashlab", deadline=None, print_blob=True)
+settings.load_profile("hashlab")
+
+
+def tiny_config(tmp_path: Path, **sections) -> dict:
+    """A config that trains in about a second on scikit-learn's digits."""
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"dataset": "digits", "augment": {"hflip": False, "crop_padding": 1}},
+        "model": {"backbone": "small_cnn", "backbone_args": {"width": 8, "feature_dim": 32},
+                  "head": "hash", "dim": 16},
+        "loss": {"name": "hash_ce", "args": {"quantization_weight": 0.1}},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "scheduler": {"name": "onecycle"},
+        "train": {"epochs": 3, "batch_size": 64, "device": "cpu"},
+        "eval": {"protocol": "retrieval"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            cfg[key] = {**cfg.get(key, {}), **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+needs_fmnist = pytest.mark.skipif(not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+                                  reason="Fashion-MNIST not installed (apt-get install "
+                                         "dataset-fashion-mnist)")

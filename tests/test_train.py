@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hashlab.config import load_config
+from hashlab.encode import TrainedRun
+from hashlab.errors import CheckpointError
+from hashlab.eval.protocols import evaluate_run
+from hashlab.train.engine import CHECKPOINT, Trainer, load_checkpoint
+from tests.conftest import tiny_config
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(epoch: int, step: int):
+    def callback(trainer, e, s):
+        if (e, s) == (epoch, step):
+            raise Crash(f"simulated crash at epoch {e}, step {s}")
+    return callback
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "model.pt")["model"]
+
+
+def test_resume_after_crash_gives_identical_weights(tmp_path):
+    cfg = load_config(tiny_config(tmp_path))
+    Trainer(cfg, tmp_path / "straight", progress=False).fit()
+
+    crashed = Trainer(cfg, tmp_path / "crashed", progress=False, callbacks=[crash_at(1, 5)])
+    with pytest.raises(Crash):
+        crashed.fit()
+    state = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)
+    assert state["epoch"] == 1  # the crash mid-epoch 2 left epoch 1's checkpoint intact
+    assert not (tmp_path / "crashed" / "model.pt").exists()
+    Trainer(cfg, tmp_path / "crashed", progress=False).fit(resume=True)
+
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "crashed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    hist_a = json.loads((tmp_path / "straight" / "metrics.json").read_text())["history"]
+    hist_b = json.loads((tmp_path / "crashed" / "metrics.json").read_text())["history"]
+    assert [h["loss"] for h in hist_a] == [h["loss"] for h in hist_b]
+
+
+def test_different_seeds_give_different_weights(tmp_path):
+    # guards the test above: identical weights must come from determinism, not from a no-op
+    Trainer(load_config(tiny_config(tmp_path, train={"epochs": 1})), tmp_path / "a",
+            progress=False).fit()
+    Trainer(load_config(tiny_config(tmp_path, seed=1, train={"epochs": 1})), tmp_path / "b",
+            progress=False).fit()
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert not torch.equal(a["head.proj.weight"], b["head.proj.weight"])
+
+
+def test_run_directory_outputs_and_learning(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 4}))
+    trainer = Trainer(cfg, progress=False)
+    history = trainer.fit()
+    run = tmp_path / "runs" / "tiny"
+    for name in ("config.yaml", "checkpoint.pt", "model.pt", "metrics.json", "curve.png"):
+        assert (run / name).is_file(), name
+    assert (run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_config(run / "config.yaml") == cfg
+    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"]
+    result = evaluate_run(TrainedRun(run), "retrieval", progress=False)
+    # 10 balanced classes: a random code scores mAP ≈ 0.1; a trained one far above
+    assert result["metrics"]["float"]["mAP@all"] > 0.5
+    assert result["metrics"]["binary"]["mAP@all"] > 0.4
+
+
+def test_refuses_to_overwrite_and_checks_resume(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 1}))
+    Trainer(cfg, tmp_path / "r", progress=False).fit()
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        Trainer(cfg, tmp_path / "r", progress=False).fit()
+    other = load_config(tiny_config(tmp_path, train={"epochs": 1}, seed=5))
+    with pytest.raises(CheckpointError, match="config differs"):
+        Trainer(other, tmp_path / "r", progress=False).fit(resume=True)
+    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+        Trainer(cfg, tmp_path / "empty", progress=False).fit(resume=True)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 1}))
+    Trainer(cfg, tmp_path / "r", progress=False).fit()
+    ckpt = tmp_path / "r" / CHECKPOINT
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        Trainer(cfg, tmp_path / "r", progress=False).fit(resume=True)
+
+
+def test_codes_match_model_and_cache_invalidates(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 1}))
+    Trainer(cfg, tmp_path / "r", progress=False).fit()
+    run = TrainedRun(tmp_path / "r")
+    codes = run.encode("test", batch_size=100, progress=False)
+    ds = run.load_split("test")
+    images, labels = ds.get_batch(torch.arange(len(ds)))
+    with torch.no_grad():
+        pre = run.model.head.pre_activation(run.model.backbone(images)).numpy()
+    expected_bits = np.packbits(pre > 0, axis=1, bitorder="little")
+    np.testing.assert_array_equal(codes.bits, expected_bits)
+    np.testing.assert_allclose(codes.float, np.tanh(pre), atol=1e-5)
+    np.testing.assert_array_equal(codes.labels, labels.numpy())
+    assert codes.nbits == 16 and codes.bits.shape == (len(ds), 2)
+    # a cached encode is reused; a re-trained model invalidates it
+    again = run.encode("test", progress=False)
+    np.testing.assert_array_equal(again.bits, codes.bits)
