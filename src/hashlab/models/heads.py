@@ -12,7 +12,7 @@ HEADS: Registry[nn.Module] = Registry("head")
 
 
 class EmbeddingHead(nn.Module):
-    """Linear projection to a d-dimensional float embedding (with BatchNorm for a stable scale)."""
+    """Linear projection to a d-dimensional float embedding."""
 
     binary = False
 
@@ -21,25 +21,18 @@ class EmbeddingHead(nn.Module):
         self.proj = nn.Linear(in_dim, dim)
         self.dim = dim
 
+    def pre_activation(self, features: torch.Tensor) -> torch.Tensor:
+        """The code before any squashing; its signs are the bits of a hash head."""
+        return self.proj(features)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.proj(features)
 
-    def pre_activation(self, features: torch.Tensor) -> torch.Tensor:
-        return self.proj(features)
 
-
-class HashHead(nn.Module):
+class HashHead(EmbeddingHead):
     """k-bit hash layer: relaxed code ``u = tanh(W φ + b) ∈ (−1, 1)^k``; bits = ``u > 0``."""
 
     binary = True
-
-    def __init__(self, in_dim: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(in_dim, dim)
-        self.dim = dim
-
-    def pre_activation(self, features: torch.Tensor) -> torch.Tensor:
-        return self.proj(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.proj(features))
