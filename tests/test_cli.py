@@ -79,9 +79,9 @@ def test_set_overrides_and_protocol_mismatch(tmp_path):
 def test_demo_end_to_end_on_fashion_mnist(tmp_path):
     """The demo's whole path on real data, shortened to a few batches."""
     run = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--run-dir", str(run), "--no-progress",
-                                 "--set", "train.epochs=1", "--set", "train.max_batches_per_epoch=20",
-                                 "--set", "model.backbone_args={width: 8, feature_dim: 64}"])
+    short = ["--set", "train.epochs=1", "--set", "train.max_batches_per_epoch=20",
+             "--set", "model.backbone_args={width: 8, feature_dim: 64}"]
+    result = runner.invoke(app, ["demo", "--run-dir", str(run), "--no-progress", *short])
     assert result.exit_code == 0, result.output
     for row in ("float mAP@all", "64-bit mAP@all", "64-bit mAP@1000", "64-bit P@100",
                 "precision within radius 2", "time taken"):
