@@ -46,23 +46,24 @@ def _format_table(rows: list[tuple[str, str]], title: str) -> str:
     return "\n".join(out)
 
 
+ROW_LABELS = {"mAP@all": "mAP@all", "mAP@1000": "mAP@1000", "P@100": "P@100",
+              "P@r2": "precision within radius 2", "verification_accuracy": "verification acc",
+              "TAR@FAR=0.001": "TAR@FAR=1e-3"}
+
+
 def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """The table rows of an evaluation result (float and, when present, binary metrics)."""
-    rows: list[tuple[str, str]] = []
+    """Table rows of an evaluation result: every reported metric of the binary code, and of the
+    float code (only mAP@all when a binary code is reported too, to keep the table short)."""
     m = result["metrics"]
-    rows.append(("float mAP@all (cosine)", f"{m['float']['mAP@all']:.4f}"))
-    if "binary" in m:
-        b = m["binary"]
-        k = m["binary"].get("nbits", "")
-        rows.append((f"{k}-bit mAP@all (Hamming)", f"{b['mAP@all']:.4f}"))
-        for key in ("mAP@1000", "P@100"):
-            if key in b:
-                rows.append((f"{k}-bit {key}", f"{b[key]:.4f}"))
-        if "P@r2" in b:
-            rows.append((f"{k}-bit precision within radius 2", f"{b['P@r2']:.4f}"))
-    else:
-        for key in ("mAP@1000", "P@100"):
-            rows.append((f"float {key}", f"{m['float'][key]:.4f}"))
+    rows: list[tuple[str, str]] = []
+    for kind in ("float", "binary"):
+        if kind not in m:
+            continue
+        prefix = "float" if kind == "float" else f"{m[kind]['nbits']}-bit"
+        keys = ["mAP@all"] if kind == "float" and "binary" in m else list(ROW_LABELS)
+        for key in keys:
+            if key in m[kind]:
+                rows.append((f"{prefix} {ROW_LABELS[key]}", f"{m[kind][key]:.4f}"))
     return rows
 
 
@@ -123,7 +124,7 @@ def encode(
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
-    protocol: Annotated[str, typer.Option(help="fmnist-retrieval or retrieval")]
+    protocol: Annotated[str, typer.Option(help="fmnist-retrieval, fmnist-openset or retrieval")]
     = "fmnist-retrieval",
     out: Annotated[Path | None, typer.Option(help="output JSON (default RUN/eval/PROTOCOL.json)")]
     = None,

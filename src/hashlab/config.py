@@ -37,7 +37,15 @@ class DataConfig:
     root: str | None = None
     download: bool = True
     image_size: int | None = None
+    classes: list[int] | None = None  # train on these class indices only (open-set protocols)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self, path: str) -> None:
+        if self.classes is not None:
+            _check(len(self.classes) >= 2, f"{path}.classes", "needs at least 2 classes")
+            _check(len(set(self.classes)) == len(self.classes), f"{path}.classes",
+                   "has duplicates")
+            _check(min(self.classes) >= 0, f"{path}.classes", "must be >= 0")
 
 
 @dataclass
@@ -85,9 +93,24 @@ class SchedulerConfig:
 
 
 @dataclass
+class SamplerConfig:
+    """``random``: shuffled batches of ``train.batch_size``; ``pk``: P classes × K images each
+    (triplet losses need positives in every batch); ``train.batch_size`` is then P·K."""
+
+    name: Literal["random", "pk"] = "random"
+    p: int = 16
+    k: int = 8
+
+    def validate(self, path: str) -> None:
+        _check(self.p >= 2, f"{path}.p", "must be >= 2")
+        _check(self.k >= 2, f"{path}.k", "must be >= 2")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     device: str = "auto"
     threads: int | None = None
     max_batches_per_epoch: int | None = None
@@ -172,6 +195,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches no type of "
                           + " | ".join(_describe(a) for a in args))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")

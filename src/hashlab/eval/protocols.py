@@ -77,6 +77,46 @@ def retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024) ->
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
+OPENSET_TRAIN_CLASSES = list(range(6))
+OPENSET_TEST_CLASSES = list(range(6, 10))
+
+
+def openset_metrics(codes: Codes, *, n_pairs: int = 6000, seed: int = 0,
+                    progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Open-set evaluation of codes of unseen classes: retrieval mAP@all of each image against
+    all the others, and verification (10-fold accuracy, TAR@FAR=1e-3) on seeded pairs."""
+    from hashlab.eval.verification import verification_metrics
+
+    n = len(codes)
+    self_idx = np.arange(n)
+    out: dict[str, dict[str, Any]] = {}
+    kinds = [("float", codes.float)] + ([("binary", codes.bits)] if codes.bits is not None else [])
+    for kind, x in kinds:
+        m = retrieval_metrics(x, x, codes.labels, codes.labels, kind=kind,
+                              nbits=codes.nbits if kind == "binary" else None, topk=(100,),
+                              radius=2 if kind == "binary" else None, pr_curve=False,
+                              exclude_self=True, query_db_indices=self_idx, progress=progress)
+        m.update(verification_metrics(x, codes.labels, kind=kind, n_pairs=n_pairs, seed=seed))
+        out[kind] = m
+    return out
+
+
+@PROTOCOLS.register("fmnist-openset")
+def fmnist_openset(run: TrainedRun, progress: bool = True, batch_size: int = 1024
+                   ) -> dict[str, Any]:
+    """Train on classes 0–5 (``data.classes``), evaluate on the test images of classes 6–9."""
+    cfg = run.config.data
+    if cfg.dataset not in ("fashion-mnist", "fmnist") or cfg.classes != OPENSET_TRAIN_CLASSES:
+        raise ConfigError("protocol fmnist-openset needs a Fashion-MNIST run trained with "
+                          f"data.classes: {OPENSET_TRAIN_CLASSES}")
+    start = time.perf_counter()
+    test = run.encode("test", batch_size=batch_size, progress=progress)
+    unseen = _subset(test, np.flatnonzero(np.isin(test.labels, OPENSET_TEST_CLASSES)))
+    metrics = openset_metrics(unseen, progress=progress)
+    return {"protocol": "fmnist-openset", "n_queries": len(unseen), "n_database": len(unseen),
+            "metrics": metrics, "seconds": time.perf_counter() - start}
+
+
 def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True) -> dict[str, Any]:
     """Run a named protocol on a finished run."""
     return PROTOCOLS.get(protocol)(run, progress=progress)

@@ -116,6 +116,8 @@ class Trainer:
         d = config.data
         dataset = load_dataset(d.dataset, "train", root=d.root, download=d.download,
                                **({"image_size": d.image_size} if d.image_size else {}))
+        if d.classes is not None:
+            dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
             dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
         self.dataset = dataset
@@ -127,10 +129,13 @@ class Trainer:
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
         n = len(dataset)
-        if n < config.train.batch_size:
-            raise ConfigError(f"train.batch_size: {config.train.batch_size} is larger than the "
+        self.batch_size = config.train.batch_size
+        if config.train.sampler.name == "pk":
+            self.batch_size = config.train.sampler.p * config.train.sampler.k
+        if n < self.batch_size:
+            raise ConfigError(f"train.batch_size: {self.batch_size} is larger than the "
                               f"training set ({n} images)")
-        self.steps_per_epoch = n // config.train.batch_size  # drop the last partial batch
+        self.steps_per_epoch = n // self.batch_size  # drop the last partial batch
         if config.train.max_batches_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_batches_per_epoch)
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
@@ -206,10 +211,20 @@ class Trainer:
         # replays exactly the same shuffles and augmentations.
         return torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
 
+    def _epoch_batches(self, gen: torch.Generator) -> list[torch.Tensor]:
+        sampler = self.config.train.sampler
+        if sampler.name == "pk":
+            from hashlab.data.sampler import pk_batches
+
+            return pk_batches(np.asarray(self.dataset.labels), sampler.p, sampler.k, gen,
+                              num_batches=self.steps_per_epoch)
+        order = torch.randperm(len(self.dataset), generator=gen)
+        return list(order[: self.steps_per_epoch * self.batch_size].split(self.batch_size))
+
     def _train_epoch(self, epoch: int) -> EpochStats:
         cfg = self.config.train
         gen = self._epoch_generator(epoch)
-        order = torch.randperm(len(self.dataset), generator=gen)
+        batches = self._epoch_batches(gen)
         self.model.train()
         self.loss_fn.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -218,8 +233,7 @@ class Trainer:
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
         for step in bar:
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            images, labels = self.dataset.get_batch(idx)
+            images, labels = self.dataset.get_batch(batches[step])
             if self.augment.active:
                 images = self.augment(images, gen)
             images, labels = images.to(self.device), labels.to(self.device)
@@ -312,6 +326,24 @@ def plot_training_curve(history: list[dict[str, Any]], path: str | Path) -> None
     from hashlab.io import atomic_write
 
     atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def select_classes(dataset: Any, classes: Sequence[int]) -> Any:
+    """Keep only images of ``classes``, relabelled 0..len(classes)-1 in the order given."""
+    from hashlab.data.arrays import ArrayDataset
+
+    if not isinstance(dataset, ArrayDataset):
+        raise ConfigError("data.classes needs an in-memory dataset")
+    labels = np.asarray(dataset.labels)
+    missing = sorted(set(classes) - set(np.unique(labels).tolist()))
+    if missing:
+        raise ConfigError(f"data.classes: classes {missing} have no training images")
+    keep = np.flatnonzero(np.isin(labels, classes))
+    remap = np.full(labels.max() + 1, -1, dtype=np.int64)
+    remap[list(classes)] = np.arange(len(classes))
+    names = [dataset.classes[c] for c in classes] if dataset.classes else None
+    return ArrayDataset(dataset.images[keep], remap[labels[keep]], names, dataset.mean,
+                        dataset.std)
 
 
 def _subset(dataset: Any, n: int, seed: int) -> Any:
