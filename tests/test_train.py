@@ -8,10 +8,10 @@ import torch
 
 from hashlab.config import load_config
 from hashlab.encode import TrainedRun
-from hashlab.errors import CheckpointError
+from hashlab.errors import CheckpointError, ConfigError
 from hashlab.eval.protocols import evaluate_run
 from hashlab.train.engine import CHECKPOINT, Trainer, load_checkpoint
-from tests.conftest import tiny_config
+from tests.conftest import needs_fmnist, tiny_config
 
 
 class Crash(Exception):
@@ -114,3 +114,25 @@ def test_codes_match_model_and_cache_invalidates(tmp_path):
     # a cached encode is reused; a re-trained model invalidates it
     again = run.encode("test", progress=False)
     np.testing.assert_array_equal(again.bits, codes.bits)
+
+
+@needs_fmnist
+def test_openset_protocol_trains_on_seen_classes_only(tmp_path):
+    cfg = load_config(tiny_config(
+        tmp_path, data={"dataset": "fashion-mnist", "classes": [0, 1, 2, 3, 4, 5]},
+        train={"epochs": 1, "max_batches_per_epoch": 10}, eval={"protocol": "fmnist-openset"}))
+    trainer = Trainer(cfg, tmp_path / "open", progress=False)
+    assert trainer.num_classes == 6 and len(trainer.dataset) == 36_000
+    assert set(np.unique(trainer.dataset.labels)) == set(range(6))
+    trainer.fit()
+    result = evaluate_run(TrainedRun(tmp_path / "open"), "fmnist-openset", progress=False)
+    assert result["n_queries"] == 4000  # the 1,000 test images of each unseen class 6-9
+    for kind in ("float", "binary"):
+        m = result["metrics"][kind]
+        assert m["n_pairs"] == 6000 and m["n_ranked"] == 3999  # each query ranks all others
+        assert 0.25 < m["mAP@all"] <= 1 and 0.5 <= m["verification_accuracy"] <= 1
+
+
+def test_selecting_absent_classes_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.classes: classes \[99\] have no training"):
+        Trainer(load_config(tiny_config(tmp_path, data={"classes": [0, 99]})), progress=False)
