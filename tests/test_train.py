@@ -136,3 +136,22 @@ def test_openset_protocol_trains_on_seen_classes_only(tmp_path):
 def test_selecting_absent_classes_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"data.classes: classes \[99\] have no training"):
         Trainer(load_config(tiny_config(tmp_path, data={"classes": [0, 99]})), progress=False)
+
+
+def test_pk_sampler_batches_hold_p_classes_of_k(tmp_path):
+    seen = []
+    cfg = load_config(tiny_config(tmp_path, loss={"name": "triplet", "args": {}},
+                                  train={"epochs": 1, "sampler": {"name": "pk", "p": 4, "k": 8}}))
+    trainer = Trainer(cfg, tmp_path / "pk", progress=False)
+    batches = trainer._epoch_batches(trainer._epoch_generator(0))
+    for idx in batches:
+        labels = trainer.dataset.labels[idx.numpy()]
+        classes, counts = np.unique(labels, return_counts=True)
+        seen.append((len(classes), set(counts.tolist())))
+    assert len(batches) == len(trainer.dataset) // 32
+    assert all(s == (4, {8}) for s in seen)
+    trainer.fit()  # a loss without a classifier trains (no accuracy is logged)
+    assert trainer.history[0]["accuracy"] is None
+    with pytest.raises(ConfigError, match="train.sampler.p"):
+        Trainer(load_config(tiny_config(tmp_path, train={"sampler": {"name": "pk", "p": 11}})),
+                progress=False)

@@ -132,6 +132,9 @@ class Trainer:
         self.batch_size = config.train.batch_size
         if config.train.sampler.name == "pk":
             self.batch_size = config.train.sampler.p * config.train.sampler.k
+            if config.train.sampler.p > self.num_classes:
+                raise ConfigError(f"train.sampler.p: {config.train.sampler.p} classes per batch, "
+                                  f"but the training set has {self.num_classes}")
         if n < self.batch_size:
             raise ConfigError(f"train.batch_size: {self.batch_size} is larger than the "
                               f"training set ({n} images)")
