@@ -3,7 +3,7 @@
 Importing this package registers every loss in :data:`LOSSES` under its config name.
 """
 
-from hashlab.losses import center, triplet  # noqa: F401  (registers the losses)
+from hashlab.losses import center, margin, triplet  # noqa: F401  (registers the losses)
 from hashlab.losses.registry import LOSSES
 from hashlab.losses.softmax import HashCrossEntropyLoss, SoftmaxLoss, quantization_penalty
 
