@@ -5,8 +5,9 @@ The target logit gets a **margin** (none | sphere | cos | arc | combined) and th
 re-weights the non-target logits a sample is mis-classified against (its support vectors), and
 with a margin it becomes SV-X-Softmax (SV-AM, SV-Arc). See ``shared/reference/formulas.md``.
 
-All computations run in float32 or float64 (fp16/bf16 inputs are cast up); cos θ is clamped to [−1, 1] and
-the angle-based margins avoid the infinite gradient of ``acos`` at ±1, so no preset yields NaN.
+All computations run in float32 or float64 (fp16/bf16 inputs are cast up); cos θ is clamped to
+[−1, 1] and the angle-based margins avoid the infinite gradient of ``acos`` at ±1, so no preset
+yields NaN.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class MarginSoftmax(nn.Module):
 
     def __init__(self, num_classes: int, dim: int, margin: Margin = "none", mining: Mining = "none",
                  s: float = 30.0, m: float = 0.35, m1: float = 1.0, m2: float = 0.0,
-                 m3: float = 0.0, t: float = 1.2, sv_form: Literal["adaptive", "fixed"] = "adaptive",
-                 gamma: float = 2.0, hard_ratio: float = 0.5, sphere_lambda_base: float = 1000.0,
+                 m3: float = 0.0, t: float = 1.2,
+                 sv_form: Literal["adaptive", "fixed"] = "adaptive", gamma: float = 2.0,
+                 hard_ratio: float = 0.5, sphere_lambda_base: float = 1000.0,
                  sphere_lambda_gamma: float = 0.12, sphere_lambda_power: float = 1.0,
                  sphere_lambda_min: float = 5.0) -> None:
         super().__init__()
