@@ -1,7 +1,8 @@
 """P×K batch sampling for metric learning: each batch holds P distinct classes × K images each.
 
-Triplet-style losses need several images of a class in a batch (to form anchor–positive pairs) and
-several classes (for negatives); with plain shuffling and many classes most anchors have no positive.
+Triplet-style losses need several images of a class in a batch (to form anchor–positive pairs)
+and several classes (for negatives); with plain shuffling and many classes most anchors have no
+positive.
 ``pk_batches`` draws one epoch of such batches from a generator, so training stays reproducible and
 resumable; ``PKBatchSampler`` wraps it as a ``torch.utils.data.Sampler`` for users' DataLoaders.
 """
@@ -48,8 +49,8 @@ def pk_batches(
     """One epoch of P×K batches: each is a ``LongTensor`` of ``p * k`` dataset indices.
 
     Every batch draws ``p`` distinct classes uniformly at random (without replacement within the
-    batch), then ``k`` samples of each class, grouped class by class (the first ``k`` indices share a
-    class, and so on). A class with at least ``k`` samples gives ``k`` distinct ones; a class with
+    batch), then ``k`` samples of each class, grouped class by class (the first ``k`` indices share
+    a class, and so on). A class with at least ``k`` samples gives ``k`` distinct ones; a class with
     fewer than ``k`` samples is sampled with replacement: all of its samples once, then the rest
     drawn at random among them (so a triplet loss still finds positives, some of them duplicates).
 

@@ -102,6 +102,9 @@ def mine_batch_hard(dist: torch.Tensor, labels: torch.Tensor, margin: float = 0.
     """Per anchor with at least one positive and one negative: its farthest positive and its
     closest negative (as pytorch-metric-learning's ``BatchHardMiner``)."""
     pos, neg = _pair_masks(labels)
+    if len(labels) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=labels.device)
+        return empty, empty, empty
     inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
     hardest_pos = torch.where(pos, dist, -inf).argmax(1)
     hardest_neg = torch.where(neg, dist, inf).argmin(1)
@@ -274,7 +277,8 @@ class SelectivelyContrastiveLoss(nn.Module):
 class TripletDiagram:
     """Records ``(S_an, S_ap)`` cosine similarities of triplets over training, to draw the
     "triplet diagram" of Xuan et al. (points above the diagonal ``S_ap = S_an`` are already
-    correctly ordered; points below it are hard triplets whose negative is closer than the positive).
+    correctly ordered; points below it are hard triplets, whose negative is closer than the
+    positive).
 
     ``mode="hardest"``: per anchor, its least similar positive and most similar negative;
     ``mode="random"``: a random positive and a random negative per anchor (seeded by ``seed``).
@@ -294,7 +298,9 @@ class TripletDiagram:
         self._s_ap, self._s_an = [], []
 
     @torch.no_grad()
-    def record(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def record(
+        self, embeddings: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Add one batch; returns this batch's ``(s_ap, s_an)`` (one entry per used anchor)."""
         _check_batch(embeddings, labels)
         emb = embeddings.detach().cpu().double()
