@@ -155,3 +155,19 @@ def test_pk_sampler_batches_hold_p_classes_of_k(tmp_path):
     with pytest.raises(ConfigError, match="train.sampler.p"):
         Trainer(load_config(tiny_config(tmp_path, train={"sampler": {"name": "pk", "p": 11}})),
                 progress=False)
+
+
+def test_triplet_diagram_is_recorded_during_training(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 1, "triplet_diagram": True}))
+    trainer = Trainer(cfg, tmp_path / "d", progress=False)
+    trainer.fit()
+    summary = json.loads((tmp_path / "d" / "metrics.json").read_text())["triplet_diagram"]
+    # one point per anchor that has a positive and a negative in its batch
+    expected = 0
+    for idx in trainer._epoch_batches(trainer._epoch_generator(0)):
+        labels = trainer.dataset.labels[idx.numpy()]
+        counts = {c: (labels == c).sum() for c in labels}
+        expected += sum(1 for c in labels if 1 < counts[c] < len(labels))
+    assert summary["num_triplets"] == expected > 0
+    assert 0.0 <= summary["fraction_hard"] <= 1.0
+    assert (tmp_path / "d" / "triplet_diagram.png").read_bytes()[:4] == b"\x89PNG"

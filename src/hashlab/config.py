@@ -115,6 +115,7 @@ class TrainConfig:
     threads: int | None = None
     max_batches_per_epoch: int | None = None
     limit_train_samples: int | None = None
+    triplet_diagram: bool = False  # record (S_ap, S_an) of each batch → triplet_diagram.png
 
     def validate(self, path: str) -> None:
         _check(self.epochs > 0, f"{path}.epochs", "must be > 0")

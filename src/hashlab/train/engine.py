@@ -142,6 +142,11 @@ class Trainer:
         if config.train.max_batches_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_batches_per_epoch)
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        self.diagram = None
+        if config.train.triplet_diagram:
+            from hashlab.losses.triplet import TripletDiagram
+
+            self.diagram = TripletDiagram(mode="hardest")
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -243,6 +248,8 @@ class Trainer:
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             codes = self.model(images)
+            if self.diagram is not None:
+                self.diagram.record(codes, labels)
             loss = self.loss_fn(codes, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -288,7 +295,12 @@ class Trainer:
         })
 
     def _write_logs(self) -> None:
-        atomic_write_json(self.run_dir / METRICS_FILE, {"history": self.history})
+        logs: dict[str, Any] = {"history": self.history}
+        if self.diagram is not None and self.diagram.num_batches:
+            logs["triplet_diagram"] = self.diagram.to_dict()
+            self.diagram.plot(self.run_dir / "triplet_diagram.png",
+                              title=f"triplet diagram, epochs 1–{self.epoch}")
+        atomic_write_json(self.run_dir / METRICS_FILE, logs)
         plot_training_curve(self.history, self.run_dir / CURVE_FILE)
 
 
