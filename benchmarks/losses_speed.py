@@ -10,6 +10,8 @@ mining (SV-AM-Softmax), and pytorch-metric-learning's CosFaceLoss, all measured 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    import pytorch_metric_learning
     from pytorch_metric_learning.losses import CosFaceLoss  # dev dependency: the baseline
 
     x = torch.randn(args.batch, args.dim)
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         sv.weight.copy_(plain.weight)
         pml.W.copy_(plain.weight.t())
+    with torch.no_grad():  # same inputs and weights: our CosFace and PML's agree
+        ours, theirs = plain(x, y).item(), pml(x, y).item()
+    if abs(ours - theirs) > 1e-3 * max(1.0, abs(theirs)):
+        raise SystemExit(f"MarginSoftmax ({ours}) and PML CosFaceLoss ({theirs}) disagree")
     # interleave the three so that machine noise hits them alike
     results: dict[str, list[float]] = {"cos (no mining)": [], "cos + sv": [], "PML CosFaceLoss": []}
     for _ in range(3):
@@ -68,8 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:18s} {v:8.1f} ms")
     for name, r in ratios.items():
         print(f"  {name:18s} {r:8.2f}×  (target ≤ 1.30)")
+    machine = {"torch": torch.__version__,
+               "pytorch_metric_learning": pytorch_metric_learning.__version__,
+               "python": platform.python_version(), "machine": platform.machine(),
+               "cpu_count": os.cpu_count()}
     atomic_write_json(args.out, {"config": vars(args) | {"out": str(args.out)}, "ms": ms,
-                                 "ratios": ratios})
+                                 "rounds_ms": {k: [1000 * t for t in v]
+                                               for k, v in results.items()},
+                                 "ratios": ratios, "loss_value": {"ours": ours, "pml": theirs},
+                                 "machine": machine})
     print(f"wrote {args.out}")
     return 0
 

@@ -1,19 +1,44 @@
-"""Margin- and mining-based softmax losses as one module: ``MarginSoftmax``.
+"""Margin- and mining-based softmax losses in one module: :class:`MarginSoftmax`.
 
-The target logit gets a **margin** (none | sphere | cos | arc | combined) and the batch gets a
-**mining** rule (none | hard | focal | sv). SV-Softmax (Wang et al. 2019) is the ``sv`` mining: it
-re-weights the non-target logits a sample is mis-classified against (its support vectors), and
-with a margin it becomes SV-X-Softmax (SV-AM, SV-Arc). See ``shared/reference/formulas.md``.
+Every loss of the family (formulas.md, "Margin- and mining-based softmax") is one choice of a
+*margin* on the target logit and one of a *mining* rule on top:
 
-All computations run in float32 or float64 (fp16/bf16 inputs are cast up); cos θ is clamped to
-[−1, 1] and the angle-based margins avoid the infinite gradient of ``acos`` at ±1, so no preset
-yields NaN.
+    cos θ_k = normalize(x) · normalize(W_k)
+    target  f(m, θ_y):  none      cos θ_y
+                        sphere    (λ cos θ_y + ψ(θ_y)) / (1 + λ),  ψ = (−1)^k cos(m θ_y) − 2k
+                        cos       cos θ_y − m                     (AM-Softmax / CosFace)
+                        arc       cos(θ_y + m)                    (ArcFace)
+                        combined  cos(m1 θ_y + m2) − m3
+              (arc and combined switch to cos θ_y − m2 sin m2 − m3 where m1 θ_y + m2 > π, as
+              pytorch-metric-learning's ArcFace does: for m1 = 1 and m2 ≤ 2.3 rad the switch
+              is a jump down, so the target still decreases with θ; not guaranteed otherwise)
+    logits  z_y = s f,  z_k = s cos θ_k  (k ≠ y)
+
+    mining  none   mean CE(z, y)
+            hard   HM-Softmax: mean CE over the ``hard_ratio`` fraction of the batch with the
+                   largest CE (the others contribute nothing)
+            focal  F-Softmax: mean −(1 − p_y)^γ log p_y, p_y = softmax(z)_y; with a margin this is
+                   the "naive mining-margin" loss
+            sv     SV-Softmax / SV-X-Softmax: I_k = [f − cos θ_k < 0] for k ≠ y (a constant mask, as
+                   in the authors' code); mis-classified non-target cosines are replaced, before
+                   scaling, by t cos θ_k + t − 1 ("adaptive") or cos θ_k + t − 1 ("fixed");
+                   the ground-truth column is never re-weighted; t = 1 is the plain margin loss.
+                   (f is the full target, so with sphere it includes the λ blend.)
+
+Everything is computed in (at least) float32, outside autocast; on the angle path (arc,
+combined) acos takes its gradient at the cosine clamped to [−1 + 1e-7, 1 − 1e-7], so it stays
+finite at cos θ = ±1 while the value is exact; sphere uses the Chebyshev polynomial cos(mθ) =
+T_m(cos θ), with no acos on the gradient path. Zero features give zero cosines and a zero
+gradient instead of NaN or 1/eps.
+
+The paper defaults live in :data:`PRESETS`, one registered ``LOSSES`` factory per preset, plus the
+generic ``margin_softmax`` that takes every argument.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,236 +47,400 @@ from torch import nn
 from hashlab.losses.registry import LOSSES
 from hashlab.losses.softmax import _check_inputs
 
-Margin = Literal["none", "sphere", "cos", "arc", "combined"]
-Mining = Literal["none", "hard", "focal", "sv"]
 MARGINS = ("none", "sphere", "cos", "arc", "combined")
 MININGS = ("none", "hard", "focal", "sv")
-_EPS = 1e-7
+SV_FORMS = ("adaptive", "fixed")
 
-
-def _sin_from_cos(cos: torch.Tensor) -> torch.Tensor:
-    # sqrt(1 - cos²) with a zero gradient (not an infinite one) at cos = ±1
-    return torch.sqrt(torch.clamp(1.0 - cos * cos, min=1e-12))
-
-
-def _chebyshev_cos(m: int, cos: torch.Tensor) -> torch.Tensor:
-    """cos(mθ) as a polynomial of cos θ (no acos on the gradient path)."""
-    prev, cur = torch.ones_like(cos), cos
-    if m == 0:
-        return prev
-    for _ in range(m - 1):
-        prev, cur = cur, 2 * cos * cur - prev
-    return cur
+_DEFAULT_M = {"none": 0.0, "sphere": 4, "cos": 0.35, "arc": 0.5, "combined": 0.0}
+_ACOS_EPS = 1e-7  # acos takes its gradient at cos clamped to [−1 + eps, 1 − eps]: finite at ±1
 
 
 class MarginSoftmax(nn.Module):
-    """``loss(embeddings, labels)``: cross-entropy over ``s · cos θ`` with a margin on the target
-    logit and an optional mining rule. Holds the class weights ``weight`` [C, d] (normalised in
-    the forward pass).
+    """Normalised-softmax cross-entropy with a target margin and an optional mining rule.
 
-    Margins, f(m, θ_y): ``none`` cos θ_y; ``cos`` (AM/CosFace) cos θ_y − m; ``arc`` (ArcFace)
-    cos(θ_y + m), with cos θ_y − m·sin m where θ_y > π − m (the same monotone fallback as
-    pytorch-metric-learning); ``combined`` cos(m1·θ_y + m2) − m3 (same fallback); ``sphere``
-    (A-Softmax) ψ(θ) = (−1)^k cos(mθ) − 2k, k = ⌊mθ/π⌋, integer m, blended as
-    (λ cos θ + ψ)/(1 + λ) with λ = max(λ_min, λ_base (1 + γ·iteration)^(−power)) decaying over
-    training iterations (counted in a buffer, so it checkpoints).
+    Args:
+        num_classes, dim: size of the class-weight matrix ``weight`` [num_classes, dim].
+        margin: ``"none" | "sphere" | "cos" | "arc" | "combined"`` (see the module docstring).
+        mining: ``"none" | "hard" | "focal" | "sv"``.
+        s: the scale applied to the (modified) cosines.
+        m: the margin of ``sphere`` (an integer, default 4), ``cos`` (default 0.35) and ``arc``
+            (radians, default 0.5); ignored by ``none`` and ``combined``.
+        m1, m2, m3: the ``combined`` margin ``cos(m1 θ + m2) − m3``.
+        t: SV re-weighting (t ≥ 1; 1 disables it). sv_form: ``"adaptive"`` or ``"fixed"``.
+        gamma: the focal exponent γ ≥ 0 (0 is plain cross-entropy).
+        hard_ratio: the fraction of each batch HM-Softmax keeps, ``ceil(hard_ratio · B)`` samples
+            (at least one) with the largest cross-entropy.
+        sphere_lambda_base, sphere_lambda_gamma, sphere_lambda_power, sphere_lambda_min:
+            SphereFace's annealing of the blend weight,
+            ``λ = max(λ_min, λ_base · (1 + λ_gamma · it)^(−λ_power))``, where ``it`` (the buffer
+            ``iteration``, saved in checkpoints) counts training-mode forward calls.
+            ``sphere_lambda_base = sphere_lambda_min = 0`` gives the pure ψ.
+        normalize_features: if False (the original A-Softmax), the logits keep the feature
+            norm, ``z = s ‖x‖ · (modified cos)``; the weights are always normalised.
 
-    Mining: ``hard`` (HM-Softmax) averages only the ``hard_ratio`` fraction of the batch with the
-    largest loss; ``focal`` (F-Softmax) weights each sample by (1 − p_y)^γ; ``sv`` (SV-Softmax):
-    every non-target cos θ_k with f(m, θ_y) − cos θ_k < 0 (a support vector; the mask is a
-    constant) is replaced by t·cos θ_k + t − 1 (``sv_form="adaptive"``, the paper's h) or
-    cos θ_k + t − 1 (``"fixed"``, the authors' code) before scaling; t = 1 is the plain loss.
+    Called as ``loss(embeddings, labels)`` → a scalar mean loss (float32, or float64 when the
+    embeddings or the module are float64). ``logits(embeddings)`` = ``s cos θ`` (no margin, times
+    ``‖x‖`` without feature normalisation) for prediction.
     """
 
-    def __init__(self, num_classes: int, dim: int, margin: Margin = "none", mining: Mining = "none",
-                 s: float = 30.0, m: float = 0.35, m1: float = 1.0, m2: float = 0.0,
-                 m3: float = 0.0, t: float = 1.2,
-                 sv_form: Literal["adaptive", "fixed"] = "adaptive", gamma: float = 2.0,
-                 hard_ratio: float = 0.5, sphere_lambda_base: float = 1000.0,
-                 sphere_lambda_gamma: float = 0.12, sphere_lambda_power: float = 1.0,
-                 sphere_lambda_min: float = 5.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        margin: str = "none",
+        mining: str = "none",
+        s: float = 30.0,
+        m: float | None = None,
+        m1: float = 1.0,
+        m2: float = 0.0,
+        m3: float = 0.0,
+        t: float = 1.2,
+        sv_form: str = "adaptive",
+        gamma: float = 2.0,
+        hard_ratio: float = 0.5,
+        sphere_lambda_base: float = 1000.0,
+        sphere_lambda_gamma: float = 0.12,
+        sphere_lambda_power: float = 1.0,
+        sphere_lambda_min: float = 5.0,
+        normalize_features: bool = True,
+    ) -> None:
         super().__init__()
+        if num_classes < 1 or dim < 1:
+            raise ValueError(f"num_classes and dim must be >= 1, got {num_classes}, {dim}")
         if margin not in MARGINS:
             raise ValueError(f"margin must be one of {MARGINS}, got {margin!r}")
         if mining not in MININGS:
             raise ValueError(f"mining must be one of {MININGS}, got {mining!r}")
-        if sv_form not in ("adaptive", "fixed"):
-            raise ValueError(f"sv_form must be 'adaptive' or 'fixed', got {sv_form!r}")
-        if s <= 0:
+        if sv_form not in SV_FORMS:
+            raise ValueError(f"sv_form must be one of {SV_FORMS}, got {sv_form!r}")
+        m = _DEFAULT_M[margin] if m is None else m
+        if not s > 0:
             raise ValueError(f"s must be > 0, got {s}")
+        if margin == "sphere" and (int(m) != m or m < 1):
+            raise ValueError(f"the sphere margin m must be an integer >= 1, got {m}")
+        if margin in ("cos", "arc") and m < 0:
+            raise ValueError(f"m must be >= 0, got {m}")
+        if margin == "arc" and m >= math.pi:
+            raise ValueError(f"the arc margin m must be < pi (radians), got {m}")
+        if margin == "combined" and (m1 <= 0 or m2 < 0 or m2 >= math.pi or m3 < 0):
+            raise ValueError(f"combined margin needs m1 > 0, 0 <= m2 < pi, m3 >= 0, "
+                             f"got {m1}, {m2}, {m3}")
         if t < 1:
             raise ValueError(f"t must be >= 1, got {t}")
-        if not 0 < hard_ratio <= 1:
-            raise ValueError(f"hard_ratio must be in (0, 1], got {hard_ratio}")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if margin == "sphere" and (m != int(m) or m < 1):
-            raise ValueError(f"the sphere margin m must be a positive integer, got {m}")
+        if not 0 < hard_ratio <= 1:
+            raise ValueError(f"hard_ratio must be in (0, 1], got {hard_ratio}")
+        annealing = (sphere_lambda_base, sphere_lambda_gamma, sphere_lambda_power,
+                     sphere_lambda_min)
+        if min(annealing) < 0:
+            raise ValueError(f"the sphere_lambda_* parameters must be >= 0, got {annealing}")
         self.num_classes, self.dim = num_classes, dim
         self.margin, self.mining, self.sv_form = margin, mining, sv_form
-        self.s, self.m, self.m1, self.m2, self.m3, self.t = s, m, m1, m2, m3, t
-        self.gamma, self.hard_ratio = gamma, hard_ratio
-        self.sphere = (sphere_lambda_base, sphere_lambda_gamma, sphere_lambda_power,
-                       sphere_lambda_min)
+        self.s, self.m = float(s), (int(m) if margin == "sphere" else float(m))
+        if margin == "arc":  # ArcFace is the combined margin (1, m, 0)
+            m1, m2, m3 = 1.0, self.m, 0.0
+        self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
+        self.t, self.gamma, self.hard_ratio = float(t), float(gamma), float(hard_ratio)
+        self.sphere_lambda_base, self.sphere_lambda_gamma, self.sphere_lambda_power, \
+            self.sphere_lambda_min = (float(a) for a in annealing)
+        self.normalize_features = normalize_features
         self.weight = nn.Parameter(torch.empty(num_classes, dim))
         nn.init.xavier_uniform_(self.weight)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, dim={self.dim}, margin={self.margin}, "
-                f"mining={self.mining}, s={self.s}, m={self.m}, t={self.t}")
+        return (f"num_classes={self.num_classes}, dim={self.dim}, margin={self.margin!r}, "
+                f"mining={self.mining!r}, s={self.s}, m={self.m}")
+
+    # ----------------------------------------------------------------------------- cosines
+    def _compute_dtype(self, embeddings: torch.Tensor) -> torch.dtype:
+        dtype = torch.promote_types(embeddings.dtype, self.weight.dtype)
+        return torch.promote_types(dtype, torch.float32)
+
+    def _cosine(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``cos θ`` [B, C] and, without feature normalisation, ``‖x‖`` [B, 1] (else None)."""
+        dtype = self._compute_dtype(embeddings)
+        x = embeddings.to(dtype)
+        w = F.normalize(self.weight.to(dtype), dim=1)
+        cos = _normalize_rows(x) @ w.t()
+        norms = None if self.normalize_features else x.norm(dim=1, keepdim=True)
+        return cos, norms
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """cos θ between each (normalised) embedding and each class weight, in float32 (float64
-        inputs stay float64)."""
-        dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
-        x = F.normalize(embeddings.to(dtype), dim=1)
-        w = F.normalize(self.weight.to(dtype), dim=1)
-        return (x @ w.t()).clamp(-1.0, 1.0)
+        """``cos θ`` [B, C] between the embeddings and the class weights (float32 or float64)."""
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return self._cosine(embeddings)[0]
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Class scores for prediction: ``s · cos θ`` (no margin)."""
-        return self.s * self.cosine(embeddings)
+        """Class scores ``s cos θ`` (no margin), for prediction and accuracy."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"embeddings must have shape [batch, {self.dim}], got {tuple(embeddings.shape)}"
+            )
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos, norms = self._cosine(embeddings)
+            return cos * self.s if norms is None else cos * (self.s * norms)
 
-    def sphere_lambda(self) -> float:
-        base, gamma, power, lam_min = self.sphere
-        return max(lam_min, base * (1 + gamma * float(self.iteration)) ** (-power))
+    # ------------------------------------------------------------------------ target margin
+    def sphere_lambda(self) -> torch.Tensor:
+        """SphereFace's current blend weight λ (a 0-d float tensor, no host sync)."""
+        it = self.iteration.to(torch.float64)
+        decay = (1 + self.sphere_lambda_gamma * it).pow(-self.sphere_lambda_power)
+        lam = self.sphere_lambda_base * decay
+        return lam.clamp(min=self.sphere_lambda_min)
 
     def target_logit(self, cos_y: torch.Tensor) -> torch.Tensor:
-        """f(m, θ_y) for the configured margin (unscaled)."""
+        """``f(m, θ_y)`` (unscaled) for the target cosines ``cos_y`` [B]."""
         if self.margin == "none":
             return cos_y
         if self.margin == "cos":
             return cos_y - self.m
         if self.margin == "sphere":
-            m = int(self.m)
+            c = cos_y.clamp(-1.0, 1.0)
+            psi = _chebyshev(c, self.m)  # cos(m θ) as a polynomial in cos θ: smooth at ±1
             with torch.no_grad():
-                k = torch.floor(m * torch.acos(cos_y.clamp(-1, 1)) / math.pi)
-            sign = 1.0 - 2.0 * torch.remainder(k, 2)  # (−1)^k
-            psi = sign * _chebyshev_cos(m, cos_y) - 2.0 * k
-            lam = self.sphere_lambda()
-            return (lam * cos_y + psi) / (1.0 + lam)
-        m1, m2, m3 = (1.0, self.m, 0.0) if self.margin == "arc" else (self.m1, self.m2, self.m3)
-        if m1 == 1.0:  # cos(θ + m2) by the addition formula: no acos on the gradient path
-            shifted = cos_y * math.cos(m2) - _sin_from_cos(cos_y) * math.sin(m2)
-            with torch.no_grad():
-                inside = torch.acos(cos_y.clamp(-1, 1)) <= math.pi - m2
-        else:
-            theta = torch.acos(cos_y.clamp(-1 + _EPS, 1 - _EPS))
-            shifted = torch.cos(m1 * theta + m2)
-            inside = (m1 * theta + m2 <= math.pi).detach()
-        fallback = cos_y - m2 * math.sin(m2)  # keeps f monotone in θ beyond π − m
-        return torch.where(inside, shifted, fallback) - m3
+                k = torch.floor(torch.acos(c) * (self.m / math.pi)).clamp_(0, self.m - 1)
+                sign = 1 - 2 * torch.remainder(k, 2)
+            psi = sign * psi - 2 * k
+            lam = self.sphere_lambda().to(c.dtype)
+            return (lam * c + psi) / (1 + lam)
+        # arc and combined: cos(m1 θ + m2) − m3 while m1 θ + m2 <= π, then (like
+        # pytorch-metric-learning's and InsightFace's ArcFace) the linear fallback
+        # cos θ − m2 sin m2 − m3, which keeps the target decreasing in θ.
+        theta = _safe_acos(cos_y)
+        inside = theta <= (math.pi - self.m2) / self.m1
+        return torch.where(
+            inside,
+            torch.cos(theta * self.m1 + self.m2) - self.m3,
+            cos_y - (self.m2 * math.sin(self.m2) + self.m3),
+        )
 
+    def margin_logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The scaled logits the loss is computed on: margin on the target, SV on the rest."""
+        cos, norms = self._cosine(embeddings)
+        index = labels.long().unsqueeze(1)
+        cos_y = cos.gather(1, index).squeeze(1)
+        f = self.target_logit(cos_y)
+        scale: float | torch.Tensor = self.s if norms is None else self.s * norms
+        if self.mining == "sv" and self.t != 1.0:
+            # I_k = [cos θ_k > f]: a constant mask; the ground-truth column is overwritten below.
+            mask = cos > f.detach().unsqueeze(1)
+            t = self.t
+            if self.sv_form == "adaptive":  # t cos + t − 1
+                mined = torch.where(mask, cos * t + (t - 1), cos)
+            else:  # cos + t − 1
+                mined = torch.where(mask, cos + (t - 1), cos)
+            logits = mined * scale
+        else:
+            logits = cos * scale
+        return logits.scatter(1, index, f.unsqueeze(1) * scale)
+
+    # --------------------------------------------------------------------------------- loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_inputs(embeddings, labels, self.dim, self.num_classes)
-        cos = self.cosine(embeddings)
-        target = labels[:, None]
-        f = self.target_logit(cos.gather(1, target))  # [B, 1]
-        if self.mining == "sv" and self.t != 1.0:
-            with torch.no_grad():
-                support = cos > f  # I_k = 1 where f(m, θ_y) − cos θ_k < 0
-                support.scatter_(1, target, False)  # the ground truth is never re-weighted
-            t = self.t
-            boosted = t * cos + (t - 1) if self.sv_form == "adaptive" else cos + (t - 1)
-            cos = torch.where(support, boosted, cos)
-        logits = self.s * cos.scatter(1, target, f)
-        log_p = F.log_softmax(logits, dim=1).gather(1, target).squeeze(1)
-        loss = -log_p
-        if self.mining == "focal":
-            loss = (1 - log_p.exp()).clamp(min=0).pow(self.gamma) * loss
-        elif self.mining == "hard":
-            keep = max(1, math.ceil(self.hard_ratio * loss.shape[0]))
-            loss = loss.topk(keep).values
-        if self.training and self.margin == "sphere":
-            self.iteration += 1
-        return loss.mean()
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            logits = self.margin_logits(embeddings, labels)
+            if self.training and self.margin == "sphere":
+                self.iteration.add_(1)
+            if labels.numel() == 0:
+                return logits.sum() * 0.0
+            ce = F.cross_entropy(logits, labels.long(), reduction="none")
+            if self.mining == "focal":
+                if self.gamma == 0:
+                    return ce.mean()
+                one_minus_p = -torch.expm1(-ce)  # 1 − p_y, accurate when p_y ≈ 1
+                weight = one_minus_p.clamp(min=torch.finfo(ce.dtype).tiny).pow(self.gamma)
+                return (weight * ce).mean()
+            if self.mining == "hard":
+                keep = hard_count(ce.shape[0], self.hard_ratio)
+                hard = torch.topk(ce.detach(), keep, sorted=False).indices
+                return ce[hard].mean()
+            return ce.mean()
 
 
-PRESETS: dict[str, dict] = {
+def _safe_acos(c: torch.Tensor) -> torch.Tensor:
+    """``acos(clamp(c, −1, 1))`` whose gradient is taken at ``clamp(c, −1 + eps, 1 − eps)``:
+    exact values, and a finite gradient at cos θ = ±1 (zero beyond ±(1 − eps))."""
+    inner = torch.acos(c.clamp(-1 + _ACOS_EPS, 1 - _ACOS_EPS))
+    return inner + (torch.acos(c.detach().clamp(-1.0, 1.0)) - inner.detach())
+
+
+def _normalize_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=1)``, but a zero row (norm < eps) gets a zero gradient instead of one
+    of size 1/eps, which would overflow when cast back to a float16 input."""
+    norm = x.norm(dim=1, keepdim=True)
+    tiny = norm < eps
+    return torch.where(tiny, 0.0, x / norm.clamp(min=eps))
+
+
+def hard_count(batch: int, ratio: float) -> int:
+    """How many samples HM-Softmax keeps: ``ceil(ratio · batch)``, at least 1."""
+    return min(batch, max(1, math.ceil(round(ratio * batch, 9))))
+
+
+def _chebyshev(c: torch.Tensor, n: int) -> torch.Tensor:
+    """``T_n(c) = cos(n arccos c)`` by the recurrence T_{k+1} = 2c T_k − T_{k−1}."""
+    prev, cur = torch.ones_like(c), c
+    if n == 0:
+        return prev
+    for _ in range(n - 1):
+        prev, cur = cur, 2 * c * cur - prev
+    return cur
+
+
+# ------------------------------------------------------------------------------------ presets
+PRESETS: dict[str, dict[str, Any]] = {
+    # NormFace: normalised features and weights, no margin; s = 16 (NormFace learns the scale
+    # and reports values around 16 for ~10^4 classes; fixed here).
     "normface": {"margin": "none", "mining": "none", "s": 16.0},
+    # The mining baselines are NormFace + a mining rule (same s = 16, so only the mining differs):
+    # HM-Softmax keeps the hardest half of each batch, F-Softmax uses the focal γ = 2.
     "hm_softmax": {"margin": "none", "mining": "hard", "s": 16.0, "hard_ratio": 0.5},
     "focal_softmax": {"margin": "none", "mining": "focal", "s": 16.0, "gamma": 2.0},
-    "sphereface": {"margin": "sphere", "mining": "none", "s": 30.0, "m": 4},
+    # A-Softmax with m = 4 and SphereFace's λ annealing (base 1000, gamma 0.12, power 1, min 5).
+    # Features are normalised and scaled by s = 30 like the other margins (hashlab's codes are
+    # bounded tanh outputs, so ‖x‖ is a poor scale); normalize_features=False, s=1 gives the
+    # paper's original z = ‖x‖ ψ(θ).
+    "sphereface": {"margin": "sphere", "mining": "none", "s": 30.0, "m": 4,
+                   "normalize_features": True, "sphere_lambda_base": 1000.0,
+                   "sphere_lambda_gamma": 0.12, "sphere_lambda_power": 1.0,
+                   "sphere_lambda_min": 5.0},
+    # CosFace / AM-Softmax: m = 0.35 with s = 30 (the AM-Softmax value; CosFace used 64).
     "cosface": {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35},
+    "am_softmax": {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35},
     "arcface": {"margin": "arc", "mining": "none", "s": 64.0, "m": 0.5},
+    # "Naive mining-margin": focal weight × CosFace margin.
     "mining_margin": {"margin": "cos", "mining": "focal", "s": 30.0, "m": 0.35, "gamma": 2.0},
-    "sv_softmax": {"margin": "none", "mining": "sv", "s": 32.0, "t": 1.2},
-    "sv_am_softmax": {"margin": "cos", "mining": "sv", "s": 32.0, "m": 0.35, "t": 1.2},
-    "sv_arc_softmax": {"margin": "arc", "mining": "sv", "s": 32.0, "m": 0.5, "t": 1.2},
+    # SV-Softmax and SV-X-Softmax, the authors' defaults (s = 32, t = 1.2, adaptive form).
+    "sv_softmax": {"margin": "none", "mining": "sv", "s": 32.0, "t": 1.2,
+                   "sv_form": "adaptive"},
+    "sv_am_softmax": {"margin": "cos", "mining": "sv", "s": 32.0, "m": 0.35, "t": 1.2,
+                      "sv_form": "adaptive"},
+    "sv_arc_softmax": {"margin": "arc", "mining": "sv", "s": 32.0, "m": 0.5, "t": 1.2,
+                       "sv_form": "adaptive"},
 }
-"""Named presets (paper defaults) — each also registered in LOSSES under its name."""
+
+
+def from_preset(name: str, num_classes: int, dim: int, **overrides: Any) -> MarginSoftmax:
+    """``MarginSoftmax`` with ``PRESETS[name]`` updated by ``overrides``."""
+    return MarginSoftmax(num_classes, dim, **{**PRESETS[name], **overrides})
 
 
 @LOSSES.register("margin_softmax")
-def margin_softmax(num_classes: int, dim: int, margin: Margin = "none", mining: Mining = "none",
-                   s: float = 30.0, m: float = 0.35, m1: float = 1.0, m2: float = 0.0,
-                   m3: float = 0.0, t: float = 1.2, sv_form: str = "adaptive", gamma: float = 2.0,
-                   hard_ratio: float = 0.5) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, margin=margin, mining=mining, s=s, m=m, m1=m1, m2=m2,
-                         m3=m3, t=t, sv_form=sv_form, gamma=gamma,  # type: ignore[arg-type]
-                         hard_ratio=hard_ratio)
+def margin_softmax(
+    num_classes: int,
+    dim: int,
+    margin: str = "none",
+    mining: str = "none",
+    s: float = 30.0,
+    m: float | None = None,
+    m1: float = 1.0,
+    m2: float = 0.0,
+    m3: float = 0.0,
+    t: float = 1.2,
+    sv_form: str = "adaptive",
+    gamma: float = 2.0,
+    hard_ratio: float = 0.5,
+    sphere_lambda_base: float = 1000.0,
+    sphere_lambda_gamma: float = 0.12,
+    sphere_lambda_power: float = 1.0,
+    sphere_lambda_min: float = 5.0,
+    normalize_features: bool = True,
+) -> nn.Module:
+    return MarginSoftmax(
+        num_classes, dim, margin=margin, mining=mining, s=s, m=m, m1=m1, m2=m2, m3=m3, t=t,
+        sv_form=sv_form, gamma=gamma, hard_ratio=hard_ratio,
+        sphere_lambda_base=sphere_lambda_base, sphere_lambda_gamma=sphere_lambda_gamma,
+        sphere_lambda_power=sphere_lambda_power, sphere_lambda_min=sphere_lambda_min,
+        normalize_features=normalize_features,
+    )
 
 
 @LOSSES.register("normface")
-def normface(num_classes: int, dim: int, s: float = 16.0) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["normface"], "s": s})
+def normface(num_classes: int, dim: int, s: float = 16.0) -> nn.Module:
+    return from_preset("normface", num_classes, dim, s=s)
 
 
 @LOSSES.register("hm_softmax")
-def hm_softmax(num_classes: int, dim: int, s: float = 16.0, hard_ratio: float = 0.5
-               ) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["hm_softmax"], "s": s,
-                                               "hard_ratio": hard_ratio})
+def hm_softmax(
+    num_classes: int, dim: int, s: float = 16.0, hard_ratio: float = 0.5
+) -> nn.Module:
+    return from_preset("hm_softmax", num_classes, dim, s=s, hard_ratio=hard_ratio)
 
 
 @LOSSES.register("focal_softmax")
-def focal_softmax(num_classes: int, dim: int, s: float = 16.0, gamma: float = 2.0
-                  ) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["focal_softmax"], "s": s, "gamma": gamma})
+def focal_softmax(num_classes: int, dim: int, s: float = 16.0, gamma: float = 2.0) -> nn.Module:
+    return from_preset("focal_softmax", num_classes, dim, s=s, gamma=gamma)
 
 
 @LOSSES.register("sphereface")
-def sphereface(num_classes: int, dim: int, s: float = 30.0, m: int = 4) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["sphereface"], "s": s, "m": m})
+def sphereface(
+    num_classes: int,
+    dim: int,
+    s: float = 30.0,
+    m: int = 4,
+    normalize_features: bool = True,
+    sphere_lambda_base: float = 1000.0,
+    sphere_lambda_gamma: float = 0.12,
+    sphere_lambda_power: float = 1.0,
+    sphere_lambda_min: float = 5.0,
+) -> nn.Module:
+    return from_preset(
+        "sphereface", num_classes, dim, s=s, m=m, normalize_features=normalize_features,
+        sphere_lambda_base=sphere_lambda_base, sphere_lambda_gamma=sphere_lambda_gamma,
+        sphere_lambda_power=sphere_lambda_power, sphere_lambda_min=sphere_lambda_min,
+    )
 
 
 @LOSSES.register("cosface")
-def cosface(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["cosface"], "s": s, "m": m})
+def cosface(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35) -> nn.Module:
+    return from_preset("cosface", num_classes, dim, s=s, m=m)
 
 
-LOSSES.register("am_softmax")(cosface)
+@LOSSES.register("am_softmax")
+def am_softmax(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35) -> nn.Module:
+    return from_preset("am_softmax", num_classes, dim, s=s, m=m)
 
 
 @LOSSES.register("arcface")
-def arcface(num_classes: int, dim: int, s: float = 64.0, m: float = 0.5) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["arcface"], "s": s, "m": m})
+def arcface(num_classes: int, dim: int, s: float = 64.0, m: float = 0.5) -> nn.Module:
+    return from_preset("arcface", num_classes, dim, s=s, m=m)
 
 
 @LOSSES.register("mining_margin")
-def mining_margin(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35,
-                  gamma: float = 2.0) -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["mining_margin"], "s": s, "m": m,
-                                               "gamma": gamma})
+def mining_margin(
+    num_classes: int, dim: int, s: float = 30.0, m: float = 0.35, gamma: float = 2.0
+) -> nn.Module:
+    return from_preset("mining_margin", num_classes, dim, s=s, m=m, gamma=gamma)
 
 
 @LOSSES.register("sv_softmax")
-def sv_softmax(num_classes: int, dim: int, s: float = 32.0, t: float = 1.2,
-               sv_form: str = "adaptive") -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["sv_softmax"], "s": s, "t": t,
-                                               "sv_form": sv_form})
+def sv_softmax(
+    num_classes: int, dim: int, s: float = 32.0, t: float = 1.2, sv_form: str = "adaptive"
+) -> nn.Module:
+    return from_preset("sv_softmax", num_classes, dim, s=s, t=t, sv_form=sv_form)
 
 
 @LOSSES.register("sv_am_softmax")
-def sv_am_softmax(num_classes: int, dim: int, s: float = 32.0, m: float = 0.35, t: float = 1.2,
-                  sv_form: str = "adaptive") -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["sv_am_softmax"], "s": s, "m": m, "t": t,
-                                               "sv_form": sv_form})
+def sv_am_softmax(
+    num_classes: int,
+    dim: int,
+    s: float = 32.0,
+    m: float = 0.35,
+    t: float = 1.2,
+    sv_form: str = "adaptive",
+) -> nn.Module:
+    return from_preset("sv_am_softmax", num_classes, dim, s=s, m=m, t=t, sv_form=sv_form)
 
 
 @LOSSES.register("sv_arc_softmax")
-def sv_arc_softmax(num_classes: int, dim: int, s: float = 32.0, m: float = 0.5, t: float = 1.2,
-                   sv_form: str = "adaptive") -> MarginSoftmax:
-    return MarginSoftmax(num_classes, dim, **{**PRESETS["sv_arc_softmax"], "s": s, "m": m, "t": t,
-                                               "sv_form": sv_form})
+def sv_arc_softmax(
+    num_classes: int,
+    dim: int,
+    s: float = 32.0,
+    m: float = 0.5,
+    t: float = 1.2,
+    sv_form: str = "adaptive",
+) -> nn.Module:
+    return from_preset("sv_arc_softmax", num_classes, dim, s=s, m=m, t=t, sv_form=sv_form)
