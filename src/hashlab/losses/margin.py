@@ -327,34 +327,8 @@ def from_preset(name: str, num_classes: int, dim: int, **overrides: Any) -> Marg
     return MarginSoftmax(num_classes, dim, **{**PRESETS[name], **overrides})
 
 
-@LOSSES.register("margin_softmax")
-def margin_softmax(
-    num_classes: int,
-    dim: int,
-    margin: str = "none",
-    mining: str = "none",
-    s: float = 30.0,
-    m: float | None = None,
-    m1: float = 1.0,
-    m2: float = 0.0,
-    m3: float = 0.0,
-    t: float = 1.2,
-    sv_form: str = "adaptive",
-    gamma: float = 2.0,
-    hard_ratio: float = 0.5,
-    sphere_lambda_base: float = 1000.0,
-    sphere_lambda_gamma: float = 0.12,
-    sphere_lambda_power: float = 1.0,
-    sphere_lambda_min: float = 5.0,
-    normalize_features: bool = True,
-) -> nn.Module:
-    return MarginSoftmax(
-        num_classes, dim, margin=margin, mining=mining, s=s, m=m, m1=m1, m2=m2, m3=m3, t=t,
-        sv_form=sv_form, gamma=gamma, hard_ratio=hard_ratio,
-        sphere_lambda_base=sphere_lambda_base, sphere_lambda_gamma=sphere_lambda_gamma,
-        sphere_lambda_power=sphere_lambda_power, sphere_lambda_min=sphere_lambda_min,
-        normalize_features=normalize_features,
-    )
+# the generic loss takes every constructor argument: register the class itself
+LOSSES.register("margin_softmax")(MarginSoftmax)
 
 
 @LOSSES.register("normface")
