@@ -1,0 +1,241 @@
+"""Saving and loading search indexes as directories, atomically and with integrity checks.
+
+An index directory holds::
+
+    index.faiss     the FAISS index (IDMap2-wrapped, so user ids are inside it)
+    manifest.json   {format_version, family, kind, nbits | dim, count, params, created,
+                     model_run, faiss_version, sha256, file_size}
+
+:func:`save_index` writes a complete new directory next to the target (``.<name>.tmp-*``),
+then swaps it in with two renames; the previous directory is removed only after the new one is
+in place, so an exception (or crash) while writing leaves the previous index untouched.
+:func:`load_index` checks the manifest, format version, size and SHA-256 of ``index.faiss``
+before deserializing it, and raises :class:`IndexFileError` naming the bad file otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from hashlab.errors import HashlabError
+from hashlab.index.binary import BINARY_KINDS, BinaryIndex
+from hashlab.index.floats import FLOAT_KINDS, FloatIndex
+
+__all__ = ["FORMAT_VERSION", "IndexFileError", "save_index", "load_index", "read_manifest"]
+
+FORMAT_VERSION = 1
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+
+
+class IndexFileError(HashlabError):
+    """An index directory or file is missing, corrupt, foreign or incompatible."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _serialize(index: BinaryIndex | FloatIndex) -> bytes:
+    if isinstance(index, BinaryIndex):
+        return faiss.serialize_index_binary(index.faiss_index).tobytes()
+    return faiss.serialize_index(index.faiss_index).tobytes()
+
+
+def _write_faiss_file(index: BinaryIndex | FloatIndex, path: Path) -> str:
+    """Write the serialized FAISS index to ``path``; return its SHA-256 hex digest."""
+    data = _serialize(index)
+    _write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_manifest(manifest: dict[str, Any], path: Path) -> None:
+    _write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
+def save_index(
+    index: BinaryIndex | FloatIndex, path: str | Path, *, model_run: str | None = None
+) -> Path:
+    """Write ``index`` to the directory ``path`` atomically (replacing a previous index there).
+
+    ``model_run`` (e.g. the run directory whose model produced the codes) is recorded in the
+    manifest. Refuses to replace an existing path that is not an index directory.
+    """
+    if not isinstance(index, (BinaryIndex, FloatIndex)):
+        raise TypeError(f"index: expected a BinaryIndex or FloatIndex, got {type(index).__name__}")
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (path / MANIFEST_FILE).is_file()):
+        if not path.is_dir() or any(path.iterdir()):
+            raise IndexFileError(
+                f"{path}: exists and is not an index directory (no {MANIFEST_FILE}); "
+                "refusing to overwrite it"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    tmp = path.parent / f".{path.name}.tmp-{token}"
+    old = path.parent / f".{path.name}.old-{token}"
+    tmp.mkdir()
+    try:
+        digest = _write_faiss_file(index, tmp / INDEX_FILE)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "family": "binary" if isinstance(index, BinaryIndex) else "float",
+            "kind": index.kind,
+            "count": index.ntotal,
+            "params": index.params,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model_run": None if model_run is None else str(model_run),
+            "faiss_version": faiss.__version__,
+            "sha256": digest,
+            "file_size": (tmp / INDEX_FILE).stat().st_size,
+        }
+        if isinstance(index, BinaryIndex):
+            manifest["nbits"] = index.nbits
+        else:
+            manifest["dim"] = index.dim
+        _write_manifest(manifest, tmp / MANIFEST_FILE)
+        _fsync_dir(tmp)
+        if path.exists():
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and validate ``manifest.json`` of the index directory ``path``."""
+    path = Path(path)
+    if not path.exists():
+        leftovers = sorted(p.name for p in path.parent.glob(f".{path.name}.old-*"))
+        hint = f" (an interrupted save left {leftovers[0]} next to it)" if leftovers else ""
+        raise IndexFileError(f"{path}: index directory does not exist{hint}")
+    if not path.is_dir():
+        raise IndexFileError(
+            f"{path}: not an index directory (expected a directory with {MANIFEST_FILE} and "
+            f"{INDEX_FILE}, got a file)"
+        )
+    mpath = path / MANIFEST_FILE
+    if not mpath.is_file():
+        raise IndexFileError(f"{mpath}: missing; {path} is not a hashlab index directory")
+    try:
+        manifest = json.loads(mpath.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFileError(f"{mpath}: not valid JSON ({exc}); the manifest is corrupt") from exc
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise IndexFileError(f"{mpath}: not a hashlab index manifest (no format_version)")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise IndexFileError(
+            f"{mpath}: format_version {manifest['format_version']!r} is not supported "
+            f"(this hashlab reads version {FORMAT_VERSION})"
+        )
+    family = manifest.get("family")
+    size_key = "nbits" if family == "binary" else "dim"
+    required = ("family", "kind", "count", "params", "sha256", "file_size", size_key)
+    missing = [key for key in required if key not in manifest]
+    if missing:
+        raise IndexFileError(f"{mpath}: missing key(s) {missing}")
+    kinds = BINARY_KINDS if family == "binary" else FLOAT_KINDS if family == "float" else ()
+    if manifest["kind"] not in kinds:
+        raise IndexFileError(f"{mpath}: unknown index family/kind {family!r}/{manifest['kind']!r}")
+    size = manifest[size_key]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise IndexFileError(f"{mpath}: {size_key} must be a positive int, got {size!r}")
+    return manifest
+
+
+def load_index(
+    path: str | Path, *, expect_nbits: int | None = None, expect_dim: int | None = None
+) -> BinaryIndex | FloatIndex:
+    """Load an index directory written by :func:`save_index`, verifying its integrity.
+
+    ``expect_nbits`` / ``expect_dim``: the code length / embedding size of the model the
+    queries will come from; an index built for a different size is refused.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    mpath = path / MANIFEST_FILE
+    family = manifest["family"]
+    if expect_nbits is not None:
+        if family != "binary" or manifest["nbits"] != expect_nbits:
+            got = f"{manifest['nbits']}-bit codes" if family == "binary" else "float vectors"
+            raise IndexFileError(
+                f"{path}: index holds {got}, but the model produces {expect_nbits}-bit codes; "
+                "rebuild the index with this model"
+            )
+    if expect_dim is not None:
+        if family != "float" or manifest["dim"] != expect_dim:
+            got = f"dim={manifest['dim']}" if family == "float" else "binary codes"
+            raise IndexFileError(
+                f"{path}: index holds {got}, but the model produces dim={expect_dim} vectors"
+            )
+    fpath = path / INDEX_FILE
+    if not fpath.is_file():
+        raise IndexFileError(f"{fpath}: missing; the index directory is incomplete")
+    data = fpath.read_bytes()
+    if len(data) != manifest["file_size"]:
+        raise IndexFileError(
+            f"{fpath}: size {len(data)} bytes, manifest says {manifest['file_size']}; "
+            "the file is truncated or was replaced"
+        )
+    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise IndexFileError(
+            f"{fpath}: SHA-256 does not match {mpath.name}; the file is corrupt or was modified"
+        )
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if family == "binary":
+            raw = faiss.deserialize_index_binary(buf)
+            index: BinaryIndex | FloatIndex = BinaryIndex._from_faiss(
+                raw, manifest["nbits"], manifest["kind"], manifest["params"]
+            )
+        else:
+            raw = faiss.deserialize_index(buf)
+            index = FloatIndex._from_faiss(
+                raw, manifest["dim"], manifest["kind"], manifest["params"]
+            )
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise IndexFileError(
+            f"{fpath}: not a readable {family} FAISS index of the kind the manifest names "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if index.ntotal != manifest["count"]:
+        raise IndexFileError(
+            f"{fpath}: holds {index.ntotal} entries, manifest says {manifest['count']}"
+        )
+    return index
