@@ -13,7 +13,8 @@ from tests.conftest import needs_fmnist, tiny_config
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["encode"], ["eval"], ["demo"], ["presets"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["encode"], ["eval"], ["demo"], ["presets"],
+                                     ["index"], ["search"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -93,3 +94,55 @@ def test_demo_end_to_end_on_fashion_mnist(tmp_path):
     # re-running a finished demo re-evaluates it instead of training again
     again = runner.invoke(app, ["demo", "--run-dir", str(run), "--no-progress"])
     assert again.exit_code == 0 and "already holds a finished run" in again.output
+
+
+def test_index_and_search_commands(tmp_path):
+    from PIL import Image
+
+    from hashlab.encode import TrainedRun
+    from hashlab.index.codes import hamming_distances
+
+    config = _write_config(tmp_path, train={"epochs": 1})
+    assert runner.invoke(app, ["train", str(config), "--no-progress"]).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    result = runner.invoke(app, ["index", str(run), "--kind", "flat", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    index_dir = run / "index-train-flat"
+    assert (index_dir / "manifest.json").is_file() and (index_dir / "source.json").is_file()
+
+    out = tmp_path / "hits.json"
+    result = runner.invoke(app, ["search", str(index_dir), "--ids", "3", "--ids", "7", "--k", "5",
+                                 "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(out.read_text())["results"]
+    train = TrainedRun(run).encode("train", progress=False)
+    d = hamming_distances(train.bits[[3, 7]], train.bits)
+    for row, query in zip(d, hits, strict=True):  # brute force: sort by (distance, id)
+        expected = np.lexsort((np.arange(len(row)), row))[:5]
+        assert query["ids"] == expected.tolist()
+        assert query["distances"] == row[expected].tolist()
+
+    result = runner.invoke(app, ["search", str(index_dir), "--split", "test", "--limit", "4",
+                                 "--radius", "2", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    test = TrainedRun(run).encode("test", progress=False)
+    d = hamming_distances(test.bits[:4], train.bits)
+    for row, query in zip(d, json.loads(out.read_text())["results"], strict=True):
+        expected = sorted((int(row[i]), int(i)) for i in np.flatnonzero(row <= 2))
+        assert list(zip(query["distances"], query["ids"], strict=True)) == expected
+
+    # an image file is encoded like the dataset's own images
+    ds = TrainedRun(run).load_split("test")
+    Image.fromarray(ds.images[0]).save(tmp_path / "q.png")
+    result = runner.invoke(app, ["search", str(index_dir), "--image", str(tmp_path / "q.png"),
+                                 "--k", "3", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    expected = np.lexsort((np.arange(len(train)), hamming_distances(test.bits[:1], train.bits)[0]))
+    assert json.loads(out.read_text())["results"][0]["ids"] == expected[:3].tolist()
+
+    bad = runner.invoke(app, ["search", str(index_dir), "--ids", "99999"])
+    assert bad.exit_code == 2 and "not in the train split" in bad.output
+    bad = runner.invoke(app, ["search", str(index_dir), "--ids", "1", "--split", "test"])
+    assert bad.exit_code == 2 and "exactly one of" in bad.output
+    bad = runner.invoke(app, ["search", str(run)])
+    assert bad.exit_code == 2 and "source.json" in bad.output

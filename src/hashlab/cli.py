@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from hashlab.errors import HashlabError
@@ -184,6 +186,153 @@ def demo(
     rows = summary_rows(result)
     rows.append(("time taken (train + encode + eval)", f"{total:.0f} s"))
     typer.echo(_format_table(rows, f"hashlab demo: {cfg.eval.protocol}, {cfg.name}"))
+
+
+@app.command()
+def index(
+    run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
+    split: Annotated[str, typer.Option(help="split whose codes fill the index")] = "train",
+    kind: Annotated[str, typer.Option(help="binary: flat|hash|multihash|ivf|hnsw; "
+                                            "float: flat|hnsw|ivfpq")] = "flat",
+    code: Annotated[str, typer.Option(help="binary (Hamming) or float (cosine) codes")]
+    = "binary",
+    out: Annotated[Path | None, typer.Option(help="index directory (default RUN/index-SPLIT-KIND)")]
+    = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per encoding batch")] = 1024,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Build a FAISS index of a split's codes (ids = image positions in the split) and save it."""
+    from hashlab.encode import TrainedRun
+    from hashlab.index import BinaryIndex, FloatIndex, save_index
+    from hashlab.io import atomic_write_json
+
+    try:
+        if code not in ("binary", "float"):
+            raise HashlabError(f"--code must be 'binary' or 'float', got {code!r}")
+        trained = TrainedRun(run)
+        codes = trained.encode(split, batch_size=batch_size, progress=progress)
+        ids = np.arange(len(codes), dtype=np.int64)
+        if code == "binary":
+            if codes.bits is None:
+                raise HashlabError("this run has an embedding head: use --code float")
+            idx: Any = BinaryIndex(codes.nbits, kind)
+            idx.add(codes.bits, ids)
+        else:
+            idx = FloatIndex(codes.float.shape[1], kind)
+            idx.add(codes.float, ids)
+        name = f"index-{split}-{kind}" if code == "binary" else f"index-{split}-float-{kind}"
+        path = out or run / name
+        save_index(idx, path, model_run=str(run.resolve()))
+        atomic_write_json(path / SOURCE_FILE, {"run": str(run.resolve()), "split": split,
+                                               "code": code})
+    except (HashlabError, ValueError, NotImplementedError) as exc:
+        _fail(exc)
+    typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
+
+
+SOURCE_FILE = "source.json"
+
+
+def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None,
+                 ids: list[int] | None, split: str | None, limit: int | None,
+                 progress: bool) -> tuple[Any, list[str]]:
+    """Codes of the queries and a name for each."""
+    from hashlab.data.arrays import ArrayDataset
+
+    if sum(x is not None and x != [] for x in (images, ids, split)) != 1:
+        raise HashlabError("give exactly one of --image, --ids or --split")
+    if images:
+        from PIL import Image, UnidentifiedImageError
+
+        c, h, w = trained.meta["image_shape"]
+        arrays = []
+        for p in images:
+            try:
+                with Image.open(p) as im:
+                    arrays.append(np.asarray(im.convert("L" if c == 1 else "RGB").resize((w, h))))
+            except (OSError, UnidentifiedImageError) as exc:
+                raise HashlabError(f"cannot read image {p}: {exc}") from exc
+        ref = trained.load_split(source["split"])
+        ds = ArrayDataset(np.stack(arrays), np.zeros(len(arrays), dtype=np.int64),
+                          mean=ref.mean, std=ref.std)
+        return trained.encode_dataset(ds, progress=False), [str(p) for p in images]
+    if ids:
+        codes = trained.encode(source["split"], progress=progress)
+        bad = [i for i in ids if not 0 <= i < len(codes)]
+        if bad:
+            raise HashlabError(f"--ids {bad} are not in the {source['split']} split "
+                               f"(0..{len(codes) - 1})")
+        sel = np.asarray(ids)
+        return _take(codes, sel), [f"{source['split']}:{i}" for i in ids]
+    codes = trained.encode(split, progress=progress)
+    sel = np.arange(min(limit or len(codes), len(codes)))
+    return _take(codes, sel), [f"{split}:{i}" for i in sel]
+
+
+def _take(codes: Any, sel: Any) -> Any:
+    from hashlab.encode import Codes
+
+    bits = codes.bits[sel] if codes.bits is not None else None
+    return Codes(codes.float[sel], bits, codes.labels[sel], codes.nbits)
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="index directory")],
+    image: Annotated[list[Path] | None, typer.Option(help="query image file (repeatable)")]
+    = None,
+    ids: Annotated[list[int] | None, typer.Option(help="query by id of an indexed image")]
+    = None,
+    split: Annotated[str | None, typer.Option(help="query with every image of a split")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="with --split: the first N only")]
+    = None,
+    k: Annotated[int, typer.Option(min=1, help="neighbours per query")] = 10,
+    radius: Annotated[int | None, typer.Option(
+        min=0, help="binary: all codes within this Hamming radius instead of the top k")] = None,
+    run: Annotated[Path | None, typer.Option(help="run that encodes queries (default: the "
+                                                  "index's run)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write results as JSON here")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Search an index with images, indexed ids or a whole split; prints or writes JSON."""
+    from hashlab.encode import TrainedRun
+    from hashlab.index import load_index
+    from hashlab.io import atomic_write_json
+
+    try:
+        source_path = index_dir / SOURCE_FILE
+        if not source_path.is_file():
+            raise HashlabError(f"{index_dir} has no {SOURCE_FILE}: build it with `hashlab index`")
+        source = json.loads(source_path.read_text())
+        trained = TrainedRun(run or source["run"])
+        binary = source["code"] == "binary"
+        idx = load_index(index_dir, **({"expect_nbits": trained.model.dim} if binary else
+                                       {"expect_dim": trained.model.dim}))
+        queries, names = _query_codes(trained, source, image, ids, split, limit, progress)
+        q = queries.bits if binary else queries.float
+        if radius is not None:
+            if not binary:
+                raise HashlabError("--radius needs a binary index")
+            hits = idx.range_search(q, radius)
+        else:
+            dist, found = idx.search(q, k)
+            hits = [(d[f >= 0], f[f >= 0]) for d, f in zip(dist, found, strict=True)]
+    except (HashlabError, ValueError, NotImplementedError) as exc:
+        _fail(exc)
+    results = [{"query": n, "ids": f.tolist(), ("distances" if binary else "similarities"):
+                d.tolist()} for n, (d, f) in zip(names, hits, strict=True)]
+    if out:
+        atomic_write_json(out, {"index": str(index_dir), "k": k, "radius": radius,
+                                "results": results})
+        typer.echo(f"{len(results)} queries → {out}")
+    else:
+        for r in results[:20]:
+            pairs = list(zip(r["ids"], r.get("distances", r.get("similarities")), strict=True))
+            shown = ", ".join(f"{i} ({d:.4g})" for i, d in pairs[:k])
+            more = f" … {len(pairs)} within radius {radius}" if len(pairs) > k else ""
+            typer.echo(f"{r['query']}: {shown}{more}")
+        if len(results) > 20:
+            typer.echo(f"... {len(results) - 20} more queries (use --out for all)")
 
 
 @app.command()
