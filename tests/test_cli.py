@@ -146,3 +146,27 @@ def test_index_and_search_commands(tmp_path):
     assert bad.exit_code == 2 and "exactly one of" in bad.output
     bad = runner.invoke(app, ["search", str(run)])
     assert bad.exit_code == 2 and "source.json" in bad.output
+
+    # eval through a saved index: flat equals the exhaustive ranking; a hash table agrees
+    # within its exact radius and ranks only what its buckets hold
+    plain = runner.invoke(app, ["eval", str(run), "--protocol", "retrieval", "--no-progress"])
+    assert plain.exit_code == 0, plain.output
+    want = json.loads((run / "eval" / "retrieval.json").read_text())["metrics"]["binary"]
+    got = runner.invoke(app, ["eval", str(run), "--protocol", "retrieval", "--index",
+                              str(index_dir), "--no-progress"])
+    assert got.exit_code == 0, got.output
+    report = json.loads((run / "eval" / "retrieval-index-flat.json").read_text())
+    assert report["index"]["kind"] == "flat"
+    for key in ("mAP@all", "P@100", "P@r2"):
+        assert report["metrics"]["binary"][key] == pytest.approx(want[key], abs=1e-12)
+    assert runner.invoke(app, ["index", str(run), "--kind", "hash", "--no-progress"]).exit_code == 0
+    got = runner.invoke(app, ["eval", str(run), "--protocol", "retrieval", "--index",
+                              str(run / "index-train-hash"), "--no-progress"])
+    assert got.exit_code == 0, got.output
+    hashed = json.loads((run / "eval" / "retrieval-index-hash.json").read_text())["metrics"]
+    assert hashed["binary"]["P@r2"] == pytest.approx(want["P@r2"], abs=1e-12)
+    test_index = runner.invoke(app, ["index", str(run), "--split", "test", "--no-progress"])
+    assert test_index.exit_code == 0
+    bad = runner.invoke(app, ["eval", str(run), "--protocol", "retrieval", "--index",
+                              str(run / "index-test-flat"), "--no-progress"])
+    assert bad.exit_code == 2 and "holds the 'test' split" in bad.output

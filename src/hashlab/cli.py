@@ -58,6 +58,14 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     float code (only mAP@all when a binary code is reported too, to keep the table short)."""
     m = result["metrics"]
     rows: list[tuple[str, str]] = []
+    if "category" in m and "attribute" in m:  # fmnist-dph
+        c, a, comb = m["category"], m["attribute"], m["combined"]
+        rows.append((f"category mAP@all ({c['nbits']}-bit)", f"{c['mAP@all']:.4f}"))
+        rows.append((f"attribute mAP ({a['n_combinations']} combinations)", f"{a['mAP']:.4f}"))
+        for key in ("R@100", "R@1000", "mAP"):
+            rows.append((f"combined {key}", f"{comb[key]:.4f}"))
+        rows.append(("code → category accuracy", f"{m['code_classifier_accuracy']:.4f}"))
+        return rows
     for kind in ("float", "binary"):
         if kind not in m:
             continue
@@ -130,6 +138,9 @@ def evaluate(
     = "fmnist-retrieval",
     out: Annotated[Path | None, typer.Option(help="output JSON (default RUN/eval/PROTOCOL.json)")]
     = None,
+    index: Annotated[Path | None, typer.Option(
+        "--index", help="search the queries in this index (built by `hashlab index` from the "
+                        "train split) instead of an exhaustive ranking")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Evaluate a run with a retrieval protocol; prints a table and writes JSON."""
@@ -138,10 +149,11 @@ def evaluate(
     from hashlab.io import atomic_write_json
 
     try:
-        result = evaluate_run(TrainedRun(run), protocol, progress=progress)
-    except HashlabError as exc:
+        result = evaluate_run(TrainedRun(run), protocol, progress=progress, index_dir=index)
+    except (HashlabError, ValueError) as exc:
         _fail(exc)
-    path = out or run / "eval" / f"{protocol}.json"
+    suffix = f"-index-{result['index']['kind']}" if index is not None else ""
+    path = out or run / "eval" / f"{protocol}{suffix}.json"
     atomic_write_json(path, result)
     typer.echo(_format_table(summary_rows(result), f"{protocol} on {run}"))
     typer.echo(f"written {path}")
@@ -230,7 +242,7 @@ def index(
     typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
 
 
-SOURCE_FILE = "source.json"
+SOURCE_FILE = "source.json"  # same name as hashlab.eval.protocols.INDEX_SOURCE_FILE
 
 
 def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None,

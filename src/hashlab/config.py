@@ -32,6 +32,28 @@ class AugmentConfig:
 
 
 @dataclass
+class PartialLabelsConfig:
+    """DPH's partially labelled training data: the training images are cut (seeded) into
+    disjoint parts ``both`` (category + attributes), ``category`` (attributes hidden) and
+    ``attribute`` (category hidden) of these fractions; ``use`` names the parts trained on."""
+
+    both: float = 1.0
+    category: float = 0.0
+    attribute: float = 0.0
+    use: list[Literal["both", "category", "attribute"]] = field(
+        default_factory=lambda: ["both", "category", "attribute"])
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        for name in ("both", "category", "attribute"):
+            _check(0 <= getattr(self, name) <= 1, f"{path}.{name}", "must be in [0, 1]")
+        _check(self.both + self.category + self.attribute <= 1 + 1e-9, path,
+               "fractions both + category + attribute must sum to <= 1")
+        _check(len(self.use) > 0 and len(set(self.use)) == len(self.use), f"{path}.use",
+               "must name each part at most once, and at least one")
+
+
+@dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"
     root: str | None = None
@@ -39,8 +61,15 @@ class DataConfig:
     image_size: int | None = None
     classes: list[int] | None = None  # train on these class indices only (open-set protocols)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # visual attributes (DPH): a built-in class table ("fmnist"), a class-table CSV
+    # ("class,attr1,..."), a per-image CSV ("image,attr1,...") or CelebA's list_attr_celeba.txt
+    attributes: str | None = None
+    partial_labels: PartialLabelsConfig | None = None
 
     def validate(self, path: str) -> None:
+        if self.partial_labels is not None:
+            _check(self.attributes is not None, f"{path}.partial_labels",
+                   "needs data.attributes (the labels it hides)")
         if self.classes is not None:
             _check(len(self.classes) >= 2, f"{path}.classes", "needs at least 2 classes")
             _check(len(set(self.classes)) == len(self.classes), f"{path}.classes",
@@ -52,11 +81,16 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "small_cnn"
     backbone_args: dict[str, Any] = field(default_factory=dict)
-    head: Literal["hash", "embedding"] = "hash"
+    head: str = "hash"  # a name in hashlab.models.HEADS: hash, embedding, dph, ...
+    head_args: dict[str, Any] = field(default_factory=dict)
     dim: int = 64
 
     def validate(self, path: str) -> None:
         _check(self.dim > 0, f"{path}.dim", "must be > 0")
+        from hashlab.models import HEADS
+
+        _check(self.head in HEADS.names(), f"{path}.head",
+               f"unknown head {self.head!r}; choose from {sorted(HEADS.names())}")
 
 
 @dataclass

@@ -63,7 +63,9 @@ class TrainedRun:
         self.model: CodeModel = build_model(self.config.model, self.meta["image_shape"][0])
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
-        self.loss_fn = build_loss(self.config, self.meta["num_classes"])
+        attributes = self.meta.get("attributes")
+        self.loss_fn = build_loss(self.config, self.meta["num_classes"],
+                                  len(attributes) if attributes else None)
         self.loss_fn.load_state_dict(state["loss"])
         self._mtime = path.stat().st_mtime_ns
 

@@ -31,17 +31,60 @@ def fmnist_query_indices(n_test: int = 10_000, n_queries: int = FMNIST_QUERIES) 
     return np.random.default_rng(FMNIST_QUERY_SEED).choice(n_test, n_queries, replace=False)
 
 
+def binary_index_metrics(queries: Codes, database: Codes | None = None, *,
+                         index: Any = None, topk: tuple[int, ...] = (100, 1000),
+                         radius: int | None = 2, pr_curve: bool = True,
+                         exclude_self: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Binary-code retrieval metrics through the index API (:mod:`hashlab.index`).
+
+    Without ``index`` a ``flat`` :class:`~hashlab.index.BinaryIndex` of ``database.bits`` is
+    built with ids = database positions (exact Hamming ranking, ties by position). With
+    ``index``, ``database`` only supplies the labels of the ids (positions). With
+    ``exclude_self`` the queries are the database itself and each one's own entry is dropped.
+    """
+    from hashlab.eval.index_metrics import index_retrieval_metrics
+    from hashlab.index import BinaryIndex
+
+    database = queries if database is None else database
+    if index is None:
+        if database.bits is None:
+            raise ValueError("binary metrics need binary codes (this run has an embedding head)")
+        index = BinaryIndex(database.nbits, "flat")
+        index.add(database.bits)
+    self_ids = np.arange(len(queries)) if exclude_self else None
+    return index_retrieval_metrics(index, queries.bits, queries.labels,
+                                   np.arange(len(database)), database.labels, topk=topk,
+                                   radius=radius, pr_curve=pr_curve, exclude_self=exclude_self,
+                                   query_ids=self_ids, progress=progress)
+
+
 def evaluate_codes(queries: Codes, database: Codes, *, topk: tuple[int, ...] = (100, 1000),
-                   radius: int = 2, progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Retrieval metrics of float codes (cosine) and, when present, binary codes (Hamming)."""
+                   radius: int = 2, progress: bool = False, index: Any = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Retrieval metrics of float codes (cosine) and, when present, binary codes (Hamming).
+
+    Binary codes are searched through the index API (a flat index, or ``index`` when given:
+    then only its kind is evaluated, float codes are skipped if it is a binary index).
+    """
+    from hashlab.index import BinaryIndex
+
+    if index is not None:
+        if isinstance(index, BinaryIndex):
+            if queries.bits is None:
+                raise ValueError("a binary index needs a run with a hash head")
+            return {"binary": binary_index_metrics(queries, database, index=index, topk=topk,
+                                                   radius=radius, progress=progress)}
+        from hashlab.eval.index_metrics import index_retrieval_metrics
+
+        return {"float": index_retrieval_metrics(index, queries.float, queries.labels,
+                                                 np.arange(len(database)), database.labels,
+                                                 topk=topk, radius=None, progress=progress)}
     results = {"float": retrieval_metrics(queries.float, database.float, queries.labels,
                                           database.labels, kind="float", topk=topk,
                                           progress=progress)}
     if queries.bits is not None and database.bits is not None:
-        results["binary"] = retrieval_metrics(queries.bits, database.bits, queries.labels,
-                                              database.labels, kind="binary",
-                                              nbits=queries.nbits, topk=topk, radius=radius,
-                                              progress=progress)
+        results["binary"] = binary_index_metrics(queries, database, topk=topk, radius=radius,
+                                                 progress=progress)
     return results
 
 
@@ -51,8 +94,8 @@ def _subset(codes: Codes, idx: np.ndarray) -> Codes:
 
 
 @PROTOCOLS.register("fmnist-retrieval")
-def fmnist_retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024
-                     ) -> dict[str, Any]:
+def fmnist_retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024,
+                     index: Any = None) -> dict[str, Any]:
     if run.config.data.dataset not in ("fashion-mnist", "fmnist"):
         raise ConfigError(f"protocol fmnist-retrieval needs a Fashion-MNIST run; this run was "
                           f"trained on {run.config.data.dataset!r} (use --protocol retrieval)")
@@ -60,19 +103,20 @@ def fmnist_retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1
     database = run.encode("train", batch_size=batch_size, progress=progress)
     test = run.encode("test", batch_size=batch_size, progress=progress)
     queries = _subset(test, fmnist_query_indices(len(test)))
-    metrics = evaluate_codes(queries, database, progress=progress)
+    metrics = evaluate_codes(queries, database, progress=progress, index=index)
     return {"protocol": "fmnist-retrieval", "n_queries": len(queries), "n_database": len(database),
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
 @PROTOCOLS.register("retrieval")
-def retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024) -> dict[str, Any]:
+def retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024,
+              index: Any = None) -> dict[str, Any]:
     start = time.perf_counter()
     database = run.encode("train", batch_size=batch_size, progress=progress)
     queries = run.encode("test", batch_size=batch_size, progress=progress)
     metrics = evaluate_codes(queries, database, topk=(min(100, len(database)),
                                                       min(1000, len(database))),
-                             progress=progress)
+                             progress=progress, index=index)
     return {"protocol": "retrieval", "n_queries": len(queries), "n_database": len(database),
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
@@ -92,10 +136,13 @@ def openset_metrics(codes: Codes, *, n_pairs: int = 6000, seed: int = 0,
     out: dict[str, dict[str, Any]] = {}
     kinds = [("float", codes.float)] + ([("binary", codes.bits)] if codes.bits is not None else [])
     for kind, x in kinds:
-        m = retrieval_metrics(x, x, codes.labels, codes.labels, kind=kind,
-                              nbits=codes.nbits if kind == "binary" else None, topk=(100,),
-                              radius=2 if kind == "binary" else None, pr_curve=False,
-                              exclude_self=True, query_db_indices=self_idx, progress=progress)
+        if kind == "binary":
+            m = binary_index_metrics(codes, topk=(100,), radius=2, pr_curve=False,
+                                     exclude_self=True, progress=progress)
+        else:
+            m = retrieval_metrics(x, x, codes.labels, codes.labels, kind=kind, topk=(100,),
+                                  pr_curve=False, exclude_self=True, query_db_indices=self_idx,
+                                  progress=progress)
         m.update(verification_metrics(x, codes.labels, kind=kind, n_pairs=n_pairs, seed=seed))
         out[kind] = m
     return out
@@ -117,6 +164,51 @@ def fmnist_openset(run: TrainedRun, progress: bool = True, batch_size: int = 102
             "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
-def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True) -> dict[str, Any]:
-    """Run a named protocol on a finished run."""
-    return PROTOCOLS.get(protocol)(run, progress=progress)
+def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True,
+                 index_dir: Any = None) -> dict[str, Any]:
+    """Run a named protocol on a finished run.
+
+    ``index_dir``: search the protocol's queries in a saved index (``hashlab index``) built
+    from the run's ``train`` split instead of ranking the codes exhaustively (``fmnist-retrieval``
+    and ``retrieval`` only).
+    """
+    import hashlab.eval.dph  # noqa: F401  (registers fmnist-dph)
+
+    fn = PROTOCOLS.get(protocol)
+    if index_dir is None:
+        return fn(run, progress=progress)
+    index, source = load_run_index(run, index_dir)
+    if protocol not in ("fmnist-retrieval", "retrieval"):
+        raise ConfigError(f"--index works with protocols fmnist-retrieval and retrieval, "
+                          f"not {protocol!r}")
+    if source.get("split") != "train":
+        raise ConfigError(f"protocol {protocol} searches the train split; the index at "
+                          f"{index_dir} holds the {source.get('split')!r} split")
+    result = fn(run, progress=progress, index=index)
+    result["index"] = {"path": str(index_dir), "kind": index.kind, "ntotal": index.ntotal}
+    return result
+
+
+INDEX_SOURCE_FILE = "source.json"
+
+
+def load_run_index(run: TrainedRun, index_dir: Any) -> tuple[Any, dict[str, Any]]:
+    """Load an index built by ``hashlab index`` and check it matches ``run``'s code width."""
+    import json
+    from pathlib import Path
+
+    from hashlab.index import load_index
+
+    index_dir = Path(index_dir)
+    source_path = index_dir / INDEX_SOURCE_FILE
+    if not source_path.is_file():
+        raise ConfigError(f"{index_dir} has no {INDEX_SOURCE_FILE}: build it with `hashlab index`")
+    source = json.loads(source_path.read_text())
+    binary = source.get("code") == "binary"
+    index = load_index(index_dir, **({"expect_nbits": run.model.dim} if binary
+                                     else {"expect_dim": run.model.dim}))
+    n_split = len(run.load_split(source.get("split", "train")))
+    if index.ntotal != n_split:
+        raise ConfigError(f"index at {index_dir} holds {index.ntotal} codes but the run's "
+                          f"{source.get('split')} split has {n_split} images (ids = positions)")
+    return index, source

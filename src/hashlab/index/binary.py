@@ -82,6 +82,9 @@ _FAISS_CLASS = {
     "hnsw": "IndexBinaryHNSW",
 }
 
+# flat search with k >= this uses FAISS's counting k-NN (hammings_knn_mc) instead of a heap
+_COUNTING_KNN_FROM = 1000
+
 # which params may be changed after construction (search-time settings)
 _RUNTIME = {"hash": ("nflip",), "multihash": ("nflip",), "ivf": ("nprobe",), "hnsw": ("ef_search",)}
 
@@ -157,14 +160,47 @@ def _sort_rows(scores: np.ndarray, ids: np.ndarray, descending: bool) -> tuple[n
     return (np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1))
 
 
+def _strictly_increasing(ids: np.ndarray) -> bool:
+    return bool(ids.size < 2 or (ids[1:] > ids[:-1]).all())
+
+
+def _rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
+    """True when every row is in (distance ascending, id ascending) order, missing (-1) last."""
+    if D.shape[1] < 2:
+        return True
+    d0, d1, i0, i1 = D[:, :-1], D[:, 1:], ids[:, :-1], ids[:, 1:]
+    valid_next = i1 >= 0
+    ok = np.where(valid_next, (i0 >= 0) & ((d1 > d0) | ((d1 == d0) & (i1 > i0))), True)
+    # once a row has a missing entry, all later entries must be missing
+    ok &= ~((i0 < 0) & valid_next)
+    return bool(ok.all())
+
+
 def _split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descending: bool):
-    out = []
-    for i in range(len(lims) - 1):
-        s, e = int(lims[i]), int(lims[i + 1])
-        d, j = scores[s:e], ids[s:e].astype(np.int64, copy=False)
-        order = np.lexsort((j, -d if descending else d))
-        out.append((d[order], j[order]))
-    return out
+    """Split FAISS range-search output into per-query (scores, ids), each sorted by (score, id).
+
+    One lexsort over all hits with the query number as the primary key, then views per query.
+    """
+    lims = np.asarray(lims, dtype=np.int64)
+    ids = ids.astype(np.int64, copy=False)
+    row = np.repeat(np.arange(len(lims) - 1), np.diff(lims))
+    if np.issubdtype(scores.dtype, np.integer) and not descending and scores.size:
+        # Hamming distances: one int64 key (query, distance); FAISS's flat scan already lists
+        # each query's hits by increasing position, so when ids increase within every query a
+        # stable sort on that key alone gives (distance, id) order.
+        lo = int(scores.min())
+        key = row * (int(scores.max()) - lo + 1) + (scores - lo)
+        if int(key.max()) < 2**16:  # numpy radix-sorts 16-bit ints
+            key = key.astype(np.uint16)
+        same_row = row[1:] == row[:-1]
+        if bool(np.all(~same_row | (ids[1:] > ids[:-1]))):
+            order = np.argsort(key, kind="stable")
+        else:
+            order = np.lexsort((ids, key))
+    else:
+        order = np.lexsort((ids, -scores if descending else scores, row))
+    d, j = scores[order], ids[order]
+    return [(d[s:e], j[s:e]) for s, e in zip(lims[:-1].tolist(), lims[1:].tolist(), strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,11 +453,21 @@ class BinaryIndex:
         nq = q.shape[0]
         if self.ntotal == 0:
             return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        if self._kind == "flat":
+            # FAISS's counting k-NN beats its heap for large k (same results, ties included)
+            self._base.use_heap = k < _COUNTING_KNN_FROM
         D, ids = self._index.search(q, k)
         D = D.astype(np.int32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         D[ids < 0] = -1
+        if self._kind == "flat" and _strictly_increasing(_idmap_ids(self._index)):
+            # IndexBinaryFlat scans in insertion order and keeps the first codes among ties,
+            # sorted by (distance, position) (tests/test_index.py checks this against brute
+            # force), so with ids increasing in insertion order the rows are already final.
+            return D, ids
         self._complete_ties(q, D, ids)
+        if _rows_sorted(D, ids):
+            return D, ids
         return _sort_rows(D, ids, descending=False)
 
     def _complete_ties(self, q: np.ndarray, D: np.ndarray, ids: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """Cosine-similarity search over real-valued embeddings, backed by FAISS float indexes.
 
 ``FloatIndex(dim, kind)`` L2-normalises every added and query vector and searches by inner
-product, i.e. cosine similarity, through ``faiss.IndexIDMap2`` so results carry the caller's
+product, i.e. cosine similarity (``metric="inner_product"`` skips the normalisation: maximum
+inner-product search), through ``faiss.IndexIDMap2`` so results carry the caller's
 int64 ids. Results are sorted by (similarity descending, id ascending); missing results have id
 ``-1`` and similarity ``-inf``.
 
@@ -38,10 +39,13 @@ __all__ = ["FloatIndex", "FLOAT_KINDS"]
 FLOAT_KINDS = ("flat", "hnsw", "ivfpq")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "flat": {},
-    "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64},
-    "ivfpq": {"nlist": 16, "nprobe": 4, "m": None, "pq_bits": 8},
+    "flat": {"metric": "cosine"},
+    "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64, "metric": "cosine"},
+    "ivfpq": {"nlist": 16, "nprobe": 4, "m": None, "pq_bits": 8, "metric": "cosine"},
 }
+#: ``cosine`` L2-normalises every vector; ``inner_product`` keeps them as given (maximum
+#: inner-product search, e.g. DPH's attribute retrieval over log-probabilities)
+METRICS = ("cosine", "inner_product")
 _RUNTIME = {"hnsw": ("ef_search",), "ivfpq": ("nprobe",)}
 _REMOVABLE = ("flat",)  # IDMap2 removal from an IVF corrupts the id map (see binary.py)
 _FAISS_CLASS = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
@@ -85,6 +89,9 @@ class FloatIndex:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
             return int(v)
 
+        if p.get("metric", "cosine") not in METRICS:
+            raise ValueError(f"metric: expected one of {METRICS}, got {p['metric']!r}")
+        p.setdefault("metric", "cosine")
         if self._kind == "hnsw":
             p["M"] = pos_int("M", p["M"], 2)
             p["ef_construction"] = pos_int("ef_construction", p["ef_construction"])
@@ -126,7 +133,7 @@ class FloatIndex:
     def _from_faiss(cls, idmap: Any, dim: int, kind: str, params: dict[str, Any]) -> FloatIndex:
         """Wrap a deserialized ``IndexIDMap2`` (used by :mod:`hashlab.index.store`)."""
         self = cls.__new__(cls)
-        self._dim, self._kind, self.params = int(dim), kind, dict(params)
+        self._dim, self._kind, self.params = int(dim), kind, {"metric": "cosine", **params}
         self._owner = idmap  # the proxy that owns the C++ object; keep it alive
         idmap = faiss.downcast_index(idmap)
         if not isinstance(idmap, faiss.IndexIDMap2):
@@ -204,6 +211,8 @@ class FloatIndex:
         out = np.array(arr, dtype=np.float32, order="C", copy=True)
         if not np.isfinite(out).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
+        if self.params["metric"] == "inner_product":
+            return out
         norms = np.linalg.norm(out, axis=1)
         if (norms == 0).any():
             bad = np.nonzero(norms == 0)[0]

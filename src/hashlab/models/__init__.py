@@ -1,5 +1,6 @@
 """Models: backbones (feature extractors), heads (embedding or hash layer) and CodeModel."""
 
+from hashlab.models import dph  # noqa: F401  (registers the dph head)
 from hashlab.models.backbones import BACKBONES, CifarResNet18, SmallCNN
 from hashlab.models.heads import HEADS, EmbeddingHead, HashHead
 from hashlab.models.model import CodeModel, build_model

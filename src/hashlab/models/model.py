@@ -64,5 +64,7 @@ def build_model(config: ModelConfig, in_channels: int) -> CodeModel:
     factory = BACKBONES.get(config.backbone)
     check_kwargs(factory, config.backbone_args, "model.backbone_args")
     backbone = factory(in_channels=in_channels, **config.backbone_args)
-    head = HEADS.build(config.head, in_dim=backbone.feature_dim, dim=config.dim)
+    check_kwargs(HEADS.get(config.head), config.head_args, "model.head_args")
+    head = HEADS.build(config.head, in_dim=backbone.feature_dim, dim=config.dim,
+                       **config.head_args)
     return CodeModel(backbone, head)

@@ -7,6 +7,7 @@ encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training 
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -62,10 +63,21 @@ class EpochStats:
 Callback = Callable[["Trainer", int, int], None]
 
 
-def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
+def build_loss(config: RunConfig, num_classes: int, num_attributes: int | None = None
+               ) -> nn.Module:
     factory = LOSSES.get(config.loss.name)
     check_kwargs(factory, config.loss.args, "loss.args")
-    return factory(num_classes=num_classes, dim=config.model.dim, **config.loss.args)
+    params = inspect.signature(factory).parameters
+    extra: dict[str, Any] = {}
+    if "num_attributes" in params:
+        if num_attributes is None:
+            raise ConfigError(f"loss {config.loss.name!r} needs attribute labels: set "
+                              "data.attributes (e.g. data.attributes: fmnist)")
+        extra["num_attributes"] = num_attributes
+    elif num_attributes is not None:
+        raise ConfigError(f"data.attributes is set but loss {config.loss.name!r} does not use "
+                          "attributes (use loss.name: dph)")
+    return factory(num_classes=num_classes, dim=config.model.dim, **extra, **config.loss.args)
 
 
 def build_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
@@ -120,11 +132,21 @@ class Trainer:
             dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
             dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
+        self.targets: torch.Tensor | None = None  # [N, 1 + p] (category, attributes) for DPH
+        self.attribute_names: list[str] | None = None
+        self.partial_summary: dict[str, int] | None = None
+        if d.attributes is not None:
+            dataset = self._attach_attributes(dataset)
         self.dataset = dataset
         self.num_classes = int(dataset.num_classes)
         in_channels = int(dataset.image_shape[0])
         self.model: CodeModel = build_model(config.model, in_channels).to(self.device)
-        self.loss_fn = build_loss(config, self.num_classes).to(self.device)
+        n_attr = None if self.attribute_names is None else len(self.attribute_names)
+        self.loss_fn = build_loss(config, self.num_classes, n_attr).to(self.device)
+        if self.targets is not None and hasattr(self.loss_fn, "set_attribute_counts"):
+            attrs = self.targets[:, 1:]
+            self.loss_fn.set_attribute_counts((attrs == 1).sum(0).numpy(),
+                                              (attrs == 0).sum(0).numpy())
         self.augment = BatchAugment(d.augment)
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
@@ -150,6 +172,29 @@ class Trainer:
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def _attach_attributes(self, dataset: Any) -> Any:
+        """Per-image attributes from ``data.attributes``, then DPH's partial-label protocol."""
+        from hashlab.data.attributes import partial_labels, resolve_attributes
+
+        d = self.config.data
+        attrs, names = resolve_attributes(d.attributes, dataset)
+        labels = np.asarray(dataset.labels, dtype=np.int64)
+        if d.partial_labels is not None:
+            pl = d.partial_labels
+            part = partial_labels(labels, attrs, {"both": pl.both, "category": pl.category,
+                                                  "attribute": pl.attribute},
+                                  use=pl.use, seed=pl.seed)
+            if len(part.keep) < 2:
+                raise ConfigError("data.partial_labels: the parts used hold fewer than 2 images")
+            if len(part.keep) < len(labels):
+                dataset = _subset_indices(dataset, part.keep)
+            labels, attrs = part.labels, part.attributes
+            self.partial_summary = part.summary()
+        self.attribute_names = names
+        self.targets = torch.from_numpy(
+            np.concatenate([labels[:, None], attrs.astype(np.int64)], axis=1))
+        return dataset
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -242,6 +287,8 @@ class Trainer:
                    disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
         for step in bar:
             images, labels = self.dataset.get_batch(batches[step])
+            if self.targets is not None:
+                labels = self.targets.index_select(0, torch.as_tensor(batches[step]))
             if self.augment.active:
                 images = self.augment(images, gen)
             images, labels = images.to(self.device), labels.to(self.device)
@@ -289,6 +336,9 @@ class Trainer:
             "image_shape": list(self.dataset.image_shape),
             "classes": list(getattr(self.dataset, "classes", None) or []),
         }
+        if self.attribute_names is not None:
+            meta["attributes"] = self.attribute_names
+            meta["partial_labels"] = self.partial_summary
         return atomic_torch_save(self.run_dir / FINAL_MODEL, {
             "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
             "config": self.config.to_dict(), "dataset": meta, "epochs": self.epoch,
@@ -359,6 +409,14 @@ def select_classes(dataset: Any, classes: Sequence[int]) -> Any:
     names = [dataset.classes[c] for c in classes] if dataset.classes else None
     return ArrayDataset(dataset.images[keep], remap[labels[keep]], names, dataset.mean,
                         dataset.std)
+
+
+def _subset_indices(dataset: Any, idx: np.ndarray) -> Any:
+    from hashlab.data.arrays import ArrayDataset
+
+    if not isinstance(dataset, ArrayDataset):
+        raise ConfigError("data.partial_labels needs an in-memory dataset")
+    return dataset.subset(idx)
 
 
 def _subset(dataset: Any, n: int, seed: int) -> Any:

@@ -1,0 +1,298 @@
+"""Retrieval metrics of queries searched through an index (``BinaryIndex`` or ``FloatIndex``).
+
+:func:`retrieval_metrics` ranks a code matrix itself; :func:`index_retrieval_metrics` asks an
+index instead, so the numbers describe what a deployed index returns: hash-table lookup,
+IVF probing or HNSW graph search, not only exhaustive ranking.
+
+* The ranking of each query is ``index.search(query, k)`` (``k`` defaults to every code in the
+  index, i.e. a full ranking). Items the index does not return count as not retrieved, and AP
+  is normalised by **all** relevant items in the index, so an approximate index is penalised
+  for what it misses. With an exact index (``flat``) and ``k = ntotal`` the results equal
+  :func:`retrieval_metrics` on the same codes (ties by id = by database position when ids are
+  positions).
+* ``P@r{radius}`` / ``R@r{radius}`` for binary indexes come from ``index.range_search(query,
+  radius)`` (the hash-table lookup of ``hash`` / ``multihash`` indexes); ``hnsw`` has no range
+  search, so there they are computed from the returned ranking.
+* ``exclude_self=True``: each query's own id (``query_ids``) is dropped from its results and
+  from its relevant count.
+
+Definitions of the metrics are those of :mod:`hashlab.eval.metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hashlab.eval.metrics import (
+    _check_positive_int,
+    _Hits,
+    _prepare_labels,
+    _relevance,
+    _safe_div,
+)
+from hashlab.index.binary import BinaryIndex
+from hashlab.index.codes import _to_numpy
+from hashlab.index.floats import FloatIndex
+
+__all__ = ["index_retrieval_metrics"]
+
+
+def _labels_by_id(index: Any, ids: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(labels in sorted-id order, sorted ids), checking that every indexed id has a label."""
+    ids = _to_numpy(ids, "database_ids")
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"database_ids: expected a 1-D integer array, got {ids.dtype} {ids.shape}")
+    labels = _to_numpy(labels, "database_labels")
+    if labels.shape[0] != ids.shape[0]:
+        raise ValueError(
+            f"database_labels: {labels.shape[0]} labels for {ids.shape[0]} database_ids"
+        )
+    order = np.argsort(ids, kind="stable")
+    sid = ids[order].astype(np.int64)
+    if sid.size > 1 and np.any(sid[1:] == sid[:-1]):
+        raise ValueError("database_ids: ids must be unique")
+    present = index.ids()
+    pos = np.searchsorted(sid, present)
+    pos = np.minimum(pos, max(sid.size - 1, 0))
+    missing = present[(sid.size == 0) | (sid[pos] != present)] if present.size else present
+    if missing.size:
+        raise ValueError(
+            f"database_ids: no label for {missing.size} id(s) in the index, e.g. "
+            f"{missing[:5].tolist()}"
+        )
+    return labels[order], sid
+
+
+def index_retrieval_metrics(
+    index: BinaryIndex | FloatIndex,
+    queries: Any,
+    query_labels: Any,
+    database_ids: Any,
+    database_labels: Any,
+    *,
+    k: int | None = None,
+    topk: tuple[int, ...] = (100, 1000),
+    radius: int | None = 2,
+    pr_curve: bool = False,
+    chunk_size: int = 128,
+    exclude_self: bool = False,
+    query_ids: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Retrieval metrics of ``queries`` searched in ``index``, averaged over queries.
+
+    ``database_ids`` / ``database_labels`` give the label of every id in the index (1-D class
+    labels or 2-D multi-hot; extra ids are ignored). Returns ``mAP@all`` (over the index's
+    ranking of ``k`` items, normalised by all relevant items), ``mAP@k``, ``P@k``, ``R@k`` for
+    ``k`` in ``topk``, for binary indexes ``P@r{radius}``/``R@r{radius}`` and, with
+    ``pr_curve``, the Hamming PR curve over radii (from the ranking), plus ``n_queries``,
+    ``n_database``, ``n_ranked``, ``n_returned`` (mean results per query), ``index_kind``,
+    ``kind`` and ``nbits``.
+    """
+    if not isinstance(index, (BinaryIndex, FloatIndex)):
+        raise TypeError(f"index: expected a BinaryIndex or FloatIndex, got {type(index).__name__}")
+    binary = isinstance(index, BinaryIndex)
+    ntotal = index.ntotal
+    if ntotal == 0:
+        raise ValueError("index is empty: add codes before evaluating")
+    q = _to_numpy(queries, "queries")
+    nq = q.shape[0] if q.ndim else 0
+    if nq == 0:
+        raise ValueError("queries: expected at least one query")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    if isinstance(topk, (int, np.integer)):
+        topk = (int(topk),)
+    ks = list(dict.fromkeys(_check_positive_int(t, "topk") for t in topk))
+    if radius is not None:
+        if not binary:
+            raise ValueError("radius: only used with a BinaryIndex (pass radius=None)")
+        radius = _check_positive_int(radius, "radius", minimum=0)
+    if pr_curve and not binary:
+        raise ValueError("pr_curve: only implemented for a BinaryIndex here")
+
+    dl_sorted, sid = _labels_by_id(index, database_ids, database_labels)
+    # keep only labels of ids in the index, in sorted-id order
+    present = np.sort(index.ids())
+    keep = np.searchsorted(sid, present)
+    dl_sorted, sid = dl_sorted[keep], sid[keep]
+    ql, dl, multi = _prepare_labels(query_labels, dl_sorted, nq, sid.size)
+
+    self_ids: np.ndarray | None = None
+    if exclude_self:
+        if query_ids is None:
+            raise ValueError("exclude_self=True needs query_ids (the id of each query)")
+        self_ids = _to_numpy(query_ids, "query_ids").astype(np.int64)
+        if self_ids.shape != (nq,):
+            raise ValueError(f"query_ids: expected {nq} ids, got shape {self_ids.shape}")
+        if not np.isin(self_ids, sid).all():
+            raise ValueError("query_ids: every query id must be in the index")
+    elif query_ids is not None:
+        raise ValueError("query_ids is only used with exclude_self=True")
+
+    n = ntotal - int(exclude_self)
+    k_rank = n if k is None else min(_check_positive_int(k, "k"), n)
+    k_search = k_rank + int(exclude_self)
+    ks_eff = {t: min(t, k_rank) for t in ks}
+    nbits = index.nbits if binary else None
+    class_counts = None if multi else np.bincount(dl, minlength=int(ql.max(initial=0)) + 1)
+    use_range = binary and radius is not None and index.kind != "hnsw"
+
+    ap_all = np.zeros(nq)
+    ap_k = {t: np.zeros(nq) for t in ks}
+    p_k = {t: np.zeros(nq) for t in ks}
+    r_k = {t: np.zeros(nq) for t in ks}
+    n_rel_all = np.zeros(nq, dtype=np.int64)
+    p_rad, r_rad = np.zeros(nq), np.zeros(nq)
+    n_returned = 0
+    n_curve = (nbits + 1) if (pr_curve and binary) else 0
+    curve_p, curve_r = np.zeros((nq, n_curve)), np.zeros((nq, n_curve))
+    curve_n = np.zeros(n_curve, dtype=np.int64)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=nq, unit="query", desc=f"index metrics ({index.kind})", disable=not progress)
+    try:
+        for start in range(0, nq, chunk_size):
+            stop = min(start + chunk_size, nq)
+            c = stop - start
+            D, ids = index.search(q[start:stop], k_search)
+            if self_ids is not None:
+                D, ids = _drop_ids(D, ids, self_ids[start:stop], k_rank)
+            found = ids >= 0
+            n_found = found.sum(axis=1)
+            n_returned += int(n_found.sum())
+            pos = _positions(sid, ids, found)
+            qc = ql[start:stop]
+            if multi:
+                full = _relevance(qc, dl, True)
+                rel = np.take_along_axis(full, pos, axis=1) & found
+                n_rel = full.sum(axis=1).astype(np.int64)
+            else:
+                rel = dl[pos] == qc[:, None]
+                if not found.all():
+                    rel &= found
+                n_rel = class_counts[qc]
+            if self_ids is not None:
+                n_rel -= _self_relevant(qc, dl, sid, self_ids[start:stop], multi)
+            hits = _Hits(rel)
+            n_rel_all[start:stop] = n_rel
+            ap_all[start:stop] = hits.ap_all(n_rel)
+            for t, te in ks_eff.items():
+                ap_k[t][start:stop] = hits.ap_at_k(te)
+                top = hits.top_count(te)
+                p_k[t][start:stop] = top / float(te)
+                r_k[t][start:stop] = _safe_div(top, n_rel)
+            if binary and radius is not None:
+                if use_range:
+                    p_rad[start:stop], r_rad[start:stop] = _range_precision_recall(
+                        index, q[start:stop], radius, qc, dl, sid, multi, n_rel,
+                        None if self_ids is None else self_ids[start:stop],
+                    )
+                else:
+                    within = (found & (D <= radius)).sum(axis=1)
+                    p_rad[start:stop], r_rad[start:stop] = hits.precision_recall(within, n_rel)
+            if n_curve:
+                counts = _counts_within(D, found, nbits)
+                cp, cr = hits.precision_recall(counts, n_rel)
+                curve_p[start:stop], curve_r[start:stop] = cp, cr
+                curve_n += counts.sum(axis=0)
+            bar.update(c)
+    finally:
+        bar.close()
+
+    out: dict[str, Any] = {"mAP@all": float(ap_all.mean())}
+    out.update({f"mAP@{t}": float(ap_k[t].mean()) for t in ks})
+    out.update({f"P@{t}": float(p_k[t].mean()) for t in ks})
+    out.update({f"R@{t}": float(r_k[t].mean()) for t in ks})
+    if binary and radius is not None:
+        out[f"P@r{radius}"] = float(p_rad.mean())
+        out[f"R@r{radius}"] = float(r_rad.mean())
+    if n_curve:
+        out["pr_curve"] = {
+            "radius": list(range(nbits + 1)),
+            "precision": curve_p.mean(axis=0).tolist(),
+            "recall": curve_r.mean(axis=0).tolist(),
+            "n_retrieved": (curve_n / nq).tolist(),
+        }
+    out.update(
+        n_queries=nq,
+        n_database=ntotal,
+        n_ranked=k_rank,
+        n_returned=n_returned / nq,
+        n_queries_without_relevant=int((n_rel_all == 0).sum()),
+        index_kind=index.kind,
+        kind="binary" if binary else "float",
+        nbits=nbits,
+    )
+    return out
+
+
+def _positions(sid: np.ndarray, ids: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Row of each returned id in the sorted id array ``sid`` (0 where nothing was returned)."""
+    if sid[-1] - sid[0] + 1 == sid.size:  # contiguous ids (e.g. positions in a split)
+        pos = ids - sid[0]
+        if not found.all():
+            pos = np.where(found, pos, 0)
+        return pos
+    return np.searchsorted(sid, np.where(found, ids, sid[0]))
+
+
+def _counts_within(D: np.ndarray, found: np.ndarray, nbits: int) -> np.ndarray:
+    """``[nq, nbits + 1]``: returned items at distance <= r for every radius r."""
+    c = D.shape[0]
+    d = np.where(found, D, nbits + 1).astype(np.int64)
+    key = d + (nbits + 2) * np.arange(c, dtype=np.int64)[:, None]
+    hist = np.bincount(key.ravel(), minlength=c * (nbits + 2)).reshape(c, nbits + 2)
+    return np.cumsum(hist[:, : nbits + 1], axis=1)
+
+
+def _drop_ids(
+    D: np.ndarray, ids: np.ndarray, drop: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's ``drop`` id, keeping order; rows end up ``k`` wide."""
+    hit = ids == drop[:, None]
+    # rows without the id lose their last entry instead
+    none = ~hit.any(axis=1)
+    hit[none, -1] = True
+    keep = ~hit
+    return D[keep].reshape(D.shape[0], -1)[:, :k], ids[keep].reshape(ids.shape[0], -1)[:, :k]
+
+
+def _self_relevant(
+    qc: np.ndarray, dl: np.ndarray, sid: np.ndarray, self_ids: np.ndarray, multi: bool
+) -> np.ndarray:
+    """1 where the query's own database entry counts as relevant to it (then it is excluded)."""
+    own = dl[np.searchsorted(sid, self_ids)]
+    if multi:
+        return ((own * qc).sum(axis=1) > 0).astype(np.int64)
+    return (own == qc).astype(np.int64)
+
+
+def _range_precision_recall(
+    index: BinaryIndex,
+    q: np.ndarray,
+    radius: int,
+    qc: np.ndarray,
+    dl: np.ndarray,
+    sid: np.ndarray,
+    multi: bool,
+    n_rel: np.ndarray,
+    self_ids: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    res = index.range_search(q, radius)
+    prec, rec = np.zeros(len(res)), np.zeros(len(res))
+    for i, (_, rid) in enumerate(res):
+        if self_ids is not None:
+            rid = rid[rid != self_ids[i]]
+        if rid.size == 0:
+            continue
+        lab = dl[np.searchsorted(sid, rid)]
+        if multi:
+            nhit = int(((lab @ qc[i]) > 0).sum())
+        else:
+            nhit = int((lab == qc[i]).sum())
+        prec[i] = nhit / rid.size
+        rec[i] = nhit / n_rel[i] if n_rel[i] else 0.0
+    return prec, rec
