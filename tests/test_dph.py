@@ -3,6 +3,8 @@ bit functionality, and a tiny end-to-end run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -300,6 +302,18 @@ def test_dph_trains_and_evaluates_on_digits(tmp_path):
     assert 0 <= result["category"]["mAP@all"] <= 1
     assert result["attribute"]["n_combinations"] > 0
     assert len(result["bit_functionality"]["category_drop"]) == 16
+
+
+def test_dph_head_is_a_sigmoid_and_takes_no_activation():
+    from hashlab.config import ConfigError as CfgError
+    from hashlab.models.dph import DPHHead
+
+    head = DPHHead(8, 4)
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(head(x), torch.sigmoid(head.pre_activation(x)))
+    cfg = tiny_config(Path("/tmp"), model={"head": "dph", "head_args": {"activation": "tanh"}})
+    with pytest.raises(CfgError, match="model.head_args.activation: unknown argument"):
+        Trainer(load_config(cfg), progress=False)
 
 
 def test_dph_config_errors(tmp_path):

@@ -26,8 +26,8 @@ class DPHHead(HashHead):
 
     binary = True
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.proj(features))
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__(in_dim, dim, activation="sigmoid")  # DPH's layer is always a sigmoid
 
 
 HEADS.register("dph")(DPHHead)
