@@ -135,6 +135,30 @@ def test_flat_knn_increasing_ids_fast_path_equals_bruteforce(nbits):
         np.testing.assert_array_equal(R, wi)
 
 
+def test_flat_knn_after_an_add_breaks_the_id_order_equals_bruteforce():
+    """The cached "ids increase" flag must turn off when a later add brings smaller ids (the
+    fast path would then keep FAISS's positional tie order, which is not id order)."""
+    rng = np.random.default_rng(9)
+    patterns = random_codes(rng, 6, 16)
+    x = patterns[rng.integers(0, 6, 400)]
+    q = patterns
+    index = BinaryIndex(16, "flat")
+    index.add(x[:200], np.arange(1000, 1200))
+    D, R = index.search(q, 30)
+    wd, wi = bf_knn(q, x[:200], np.arange(1000, 1200), 30)
+    np.testing.assert_array_equal(R, wi)
+    index.add(x[200:], np.arange(200))  # smaller ids, inserted later
+    ids = np.concatenate([np.arange(1000, 1200), np.arange(200)])
+    D, R = index.search(q, 30)
+    wd, wi = bf_knn(q, x, ids, 30)
+    np.testing.assert_array_equal(D, wd)
+    np.testing.assert_array_equal(R, wi)
+    index.remove(np.arange(1000, 1200))  # what is left increases again
+    D, R = index.search(q, 30)
+    wd, wi = bf_knn(q, x[200:], np.arange(200), 30)
+    np.testing.assert_array_equal(R, wi)
+
+
 def test_flat_range_equals_bruteforce(data16):
     x, q, ids = data16
     index = BinaryIndex(16)

@@ -42,18 +42,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from hashlab.errors import HashlabError
 from hashlab.index.codes import _to_numpy, check_packed, code_bytes
+from hashlab.index.idmap import (
+    IdMapIndex,
+    UnknownIdsError,
+    _check_k,
+    _rows_sorted,
+    _sort_rows,
+    _split_range,
+)
 
 __all__ = ["BinaryIndex", "BINARY_KINDS", "DEFAULT_HASH_BITS", "UnknownIdsError"]
-
-
-class UnknownIdsError(HashlabError, ValueError):
-    """``remove`` was given ids that are not in the index; ``.ids`` lists them."""
-
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids = np.asarray(ids, dtype=np.int64)
-        super().__init__(f"cannot remove ids that are not in the index: {_fmt_ids(self.ids)}")
 
 
 BINARY_KINDS = ("flat", "hash", "multihash", "ivf", "hnsw")
@@ -61,10 +60,6 @@ BINARY_KINDS = ("flat", "hash", "multihash", "ivf", "hnsw")
 #: Default bucket-key width ``b`` of ``hash``/``multihash``: at most 24 bits per key, so a
 #: table has at most 16M buckets and ``nflip=2`` costs ``1 + 24 + 276 = 301`` probes per query.
 DEFAULT_HASH_BITS = 24
-
-# IndexBinaryIDMap2.remove_ids assumes the wrapped index renumbers its entries after a removal
-# (flat does); an IVF keeps its internal ids, so IDMap removal from an IVF corrupts the id map.
-_REMOVABLE = ("flat",)
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
@@ -90,125 +85,11 @@ _RUNTIME = {"hash": ("nflip",), "multihash": ("nflip",), "ivf": ("nprobe",), "hn
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers shared with floats.py
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected a positive int, got {k!r}")
-    return int(k)
-
-
-def _as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
-    """Validate user ids: 1-D, integer, non-negative, unique, ``n`` of them; return int64."""
-    arr = _to_numpy(ids, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of int64 ids, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name}: expected integer ids, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name}: ids must fit in int64")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if arr.shape[0] != n:
-        raise ValueError(f"{name}: got {arr.shape[0]} ids for {n} vectors; need one id per vector")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{name}: ids must be non-negative (-1 marks a missing result)")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if uniq.size != arr.size:
-        dup = uniq[counts > 1]
-        raise ValueError(f"{name}: ids must be unique, duplicated: {_fmt_ids(dup)}")
-    return arr
-
-
-def _fmt_ids(ids: np.ndarray, limit: int = 20) -> str:
-    ids = np.asarray(ids)
-    shown = ", ".join(str(int(i)) for i in ids[:limit])
-    more = f" ... ({ids.size} in all)" if ids.size > limit else ""
-    return f"[{shown}]{more}"
-
-
-def _idmap_ids(idmap: Any) -> np.ndarray:
-    """The user ids currently stored in an ``IndexIDMap2``/``IndexBinaryIDMap2`` (int64)."""
-    return faiss.vector_to_array(idmap.id_map).astype(np.int64, copy=False)
-
-
-def _check_new_ids(existing: np.ndarray, ids: np.ndarray) -> None:
-    clash = ids[np.isin(ids, existing)]
-    if clash.size:
-        raise ValueError(f"ids already in the index: {_fmt_ids(np.sort(clash))}")
-
-
-def _check_remove_ids(existing: np.ndarray, ids: Any) -> np.ndarray:
-    arr = _to_numpy(ids, "ids")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"ids: expected a 1-D array of integer ids, got {arr.dtype} {arr.shape}")
-    arr = np.unique(arr.astype(np.int64))
-    unknown = arr[~np.isin(arr, existing)]
-    if unknown.size:
-        raise UnknownIdsError(unknown)
-    return arr
-
-
-def _sort_rows(scores: np.ndarray, ids: np.ndarray, descending: bool) -> tuple[np.ndarray, ...]:
-    """Sort each row by (score, id) with missing entries (id -1) last."""
-    key = -scores if descending else scores
-    missing = ids < 0
-    order = np.lexsort((ids, key, missing), axis=-1)
-    return (np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1))
-
-
-def _strictly_increasing(ids: np.ndarray) -> bool:
-    return bool(ids.size < 2 or (ids[1:] > ids[:-1]).all())
-
-
-def _rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
-    """True when every row is in (distance ascending, id ascending) order, missing (-1) last."""
-    if D.shape[1] < 2:
-        return True
-    d0, d1, i0, i1 = D[:, :-1], D[:, 1:], ids[:, :-1], ids[:, 1:]
-    valid_next = i1 >= 0
-    ok = np.where(valid_next, (i0 >= 0) & ((d1 > d0) | ((d1 == d0) & (i1 > i0))), True)
-    # once a row has a missing entry, all later entries must be missing
-    ok &= ~((i0 < 0) & valid_next)
-    return bool(ok.all())
-
-
-def _split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descending: bool):
-    """Split FAISS range-search output into per-query (scores, ids), each sorted by (score, id).
-
-    One lexsort over all hits with the query number as the primary key, then views per query.
-    """
-    lims = np.asarray(lims, dtype=np.int64)
-    ids = ids.astype(np.int64, copy=False)
-    row = np.repeat(np.arange(len(lims) - 1), np.diff(lims))
-    if np.issubdtype(scores.dtype, np.integer) and not descending and scores.size:
-        # Hamming distances: one int64 key (query, distance); FAISS's flat scan already lists
-        # each query's hits by increasing position, so when ids increase within every query a
-        # stable sort on that key alone gives (distance, id) order.
-        lo = int(scores.min())
-        key = row * (int(scores.max()) - lo + 1) + (scores - lo)
-        if int(key.max()) < 2**16:  # numpy radix-sorts 16-bit ints
-            key = key.astype(np.uint16)
-        same_row = row[1:] == row[:-1]
-        if bool(np.all(~same_row | (ids[1:] > ids[:-1]))):
-            order = np.argsort(key, kind="stable")
-        else:
-            order = np.lexsort((ids, key))
-    else:
-        order = np.lexsort((ids, -scores if descending else scores, row))
-    d, j = scores[order], ids[order]
-    return [(d[s:e], j[s:e]) for s, e in zip(lims[:-1].tolist(), lims[1:].tolist(), strict=True)]
-
-
-# ---------------------------------------------------------------------------------------------
 # BinaryIndex
 # ---------------------------------------------------------------------------------------------
 
 
-class BinaryIndex:
+class BinaryIndex(IdMapIndex):
     """A Hamming-distance index over packed ``nbits``-bit codes with user int64 ids.
 
     Parameters by kind (defaults in brackets):
@@ -226,6 +107,9 @@ class BinaryIndex:
     ``NotImplementedError``.
     """
 
+    _family = "binary"
+    _runtime = _RUNTIME
+
     def __init__(self, nbits: int, kind: str = "flat", **params: Any) -> None:
         code_bytes(nbits)
         if kind not in BINARY_KINDS:
@@ -239,20 +123,20 @@ class BinaryIndex:
         self._nbits = int(nbits)
         self._kind = kind
         self._d = 8 * code_bytes(nbits)
-        self.params = self._resolve(kind, {**_DEFAULTS[kind], **params})
+        self.params = self._resolve_params({**_DEFAULTS[kind], **params})
         self._base = self._make_base()
         self._index = faiss.IndexBinaryIDMap2(self._base)
         self._apply_runtime()
 
     # -- construction ------------------------------------------------------------------------
 
-    def _resolve(self, kind: str, p: dict[str, Any]) -> dict[str, Any]:
+    def _resolve_params(self, p: dict[str, Any]) -> dict[str, Any]:
         def pos_int(name: str, v: Any, lo: int = 1) -> int:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
             return int(v)
 
-        nbits = self._nbits
+        nbits, kind = self._nbits, self._kind
         if kind == "hash":
             b = min(nbits, DEFAULT_HASH_BITS) if p["b"] is None else pos_int("b", p["b"])
             if b > min(nbits, 64):
@@ -332,26 +216,6 @@ class BinaryIndex:
         return self._nbits
 
     @property
-    def kind(self) -> str:
-        return self._kind
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    def __len__(self) -> int:
-        return self.ntotal
-
-    @property
-    def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
-
-    @property
-    def faiss_index(self) -> Any:
-        """The underlying ``faiss.IndexBinaryIDMap2`` (for serialization; do not mutate)."""
-        return self._index
-
-    @property
     def exact_radius(self) -> int:
         """Largest Hamming radius for which ``range_search`` is exact (-1: never exact)."""
         p = self.params
@@ -365,28 +229,12 @@ class BinaryIndex:
             return self._nbits
         return -1
 
-    def ids(self) -> np.ndarray:
-        """The ids currently in the index, in insertion order (int64)."""
-        return _idmap_ids(self._index).copy()
-
-    def set_params(self, **params: Any) -> None:
-        """Change search-time params: ``nflip`` (hash kinds), ``nprobe`` (ivf), ``ef_search``."""
-        allowed = _RUNTIME.get(self._kind, ())
-        bad = set(params) - set(allowed)
-        if bad:
-            raise ValueError(
-                f"cannot set {sorted(bad)} on a {self._kind!r} index; settable: {list(allowed)}"
-            )
-        new = self._resolve(self._kind, {**self.params, **params})
-        self.params = new
-        self._apply_runtime()
-
     def __repr__(self) -> str:
         return f"BinaryIndex(nbits={self._nbits}, kind={self._kind!r}, ntotal={self.ntotal})"
 
     # -- data --------------------------------------------------------------------------------
 
-    def _codes(self, codes: Any, name: str) -> np.ndarray:
+    def _prepare(self, codes: Any, name: str) -> np.ndarray:
         arr = _to_numpy(codes, name)
         if arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] != code_bytes(self._nbits):
             raise ValueError(
@@ -398,7 +246,7 @@ class BinaryIndex:
 
     def train(self, codes: Any) -> None:
         """Train an ``ivf`` index's coarse quantizer (a no-op for the other kinds)."""
-        x = self._codes(codes, "codes")
+        x = self._prepare(codes, "codes")
         if self._kind != "ivf":
             return
         if self._index.is_trained:
@@ -410,36 +258,6 @@ class BinaryIndex:
             )
         self._index.train(x)
 
-    def add(self, codes: Any, ids: Any = None) -> None:
-        """Add packed uint8 codes ``[n, ceil(nbits/8)]`` with unique int64 ``ids`` ``[n]``.
-
-        ``ids=None`` numbers the codes from ``max(existing ids) + 1``. An untrained ``ivf``
-        index is first trained on these codes.
-        """
-        x = self._codes(codes, "codes")
-        existing = _idmap_ids(self._index)
-        if ids is None:
-            start = int(existing.max()) + 1 if existing.size else 0
-            ids = np.arange(start, start + x.shape[0], dtype=np.int64)
-        ids = _as_ids(ids, x.shape[0])
-        _check_new_ids(existing, ids)
-        if not self._index.is_trained:
-            self.train(x)
-        self._index.add_with_ids(x, ids)
-
-    def remove(self, ids: Any) -> int:
-        """Remove the given ids; every id must be present. Returns the number removed."""
-        if self._kind not in _REMOVABLE:
-            raise NotImplementedError(
-                f"remove is not supported for a {self._kind!r} binary index (FAISS cannot "
-                f"remove ids from it); removal works for kinds {_REMOVABLE}; rebuild the "
-                "index without these ids instead"
-            )
-        arr = _check_remove_ids(_idmap_ids(self._index), ids)
-        if arr.size == 0:
-            return 0
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(arr)))
-
     # -- search ------------------------------------------------------------------------------
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,7 +266,7 @@ class BinaryIndex:
         Rows are sorted by (distance, id); missing results are id -1 / distance -1. Exact for
         ``flat`` and for every row whose k-th distance is ``<= exact_radius``.
         """
-        q = self._codes(queries, "queries")
+        q = self._prepare(queries, "queries")
         k = _check_k(k)
         nq = q.shape[0]
         if self.ntotal == 0:
@@ -460,7 +278,7 @@ class BinaryIndex:
         D = D.astype(np.int32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         D[ids < 0] = -1
-        if self._kind == "flat" and _strictly_increasing(_idmap_ids(self._index)):
+        if self._kind == "flat" and self._ids_increasing():
             # IndexBinaryFlat scans in insertion order and keeps the first codes among ties,
             # sorted by (distance, position) (tests/test_index.py checks this against brute
             # force), so with ids increasing in insertion order the rows are already final.
@@ -504,7 +322,7 @@ class BinaryIndex:
         otherwise some codes may be missed, or, with ``require_exact=True``, a ValueError is
         raised. ``hnsw`` has no range search (NotImplementedError).
         """
-        q = self._codes(queries, "queries")
+        q = self._prepare(queries, "queries")
         if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
             raise ValueError(f"radius: expected an int >= 0, got {radius!r}")
         if self._kind == "hnsw":

@@ -23,16 +23,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from hashlab.index.binary import (
-    _as_ids,
-    _check_k,
-    _check_new_ids,
-    _check_remove_ids,
-    _idmap_ids,
-    _sort_rows,
-    _split_range,
-)
 from hashlab.index.codes import _to_numpy
+from hashlab.index.idmap import IdMapIndex, _check_k, _sort_rows, _split_range
 
 __all__ = ["FloatIndex", "FLOAT_KINDS"]
 
@@ -47,7 +39,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 #: inner-product search, e.g. DPH's attribute retrieval over log-probabilities)
 METRICS = ("cosine", "inner_product")
 _RUNTIME = {"hnsw": ("ef_search",), "ivfpq": ("nprobe",)}
-_REMOVABLE = ("flat",)  # IDMap2 removal from an IVF corrupts the id map (see binary.py)
 _FAISS_CLASS = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
 
 
@@ -57,7 +48,7 @@ def _default_m(dim: int) -> int:
     return max(m for m in range(1, target + 1) if dim % m == 0)
 
 
-class FloatIndex:
+class FloatIndex(IdMapIndex):
     """A cosine-similarity index over ``dim``-dimensional float vectors with int64 ids.
 
     Parameters by kind (defaults in brackets): ``hnsw``: ``M`` [16], ``ef_construction`` [40],
@@ -65,6 +56,9 @@ class FloatIndex:
     [largest divisor of dim <= dim // 4], ``pq_bits`` [8] (needs >= 2**pq_bits training
     vectors). ``ivfpq`` is trained by :meth:`train` or on the first :meth:`add`.
     """
+
+    _family = "float"
+    _runtime = _RUNTIME
 
     def __init__(self, dim: int, kind: str = "flat", **params: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -78,12 +72,12 @@ class FloatIndex:
                 f"accepted: {sorted(_DEFAULTS[kind]) or 'none'}"
             )
         self._dim, self._kind = int(dim), kind
-        self.params = self._resolve({**_DEFAULTS[kind], **params})
+        self.params = self._resolve_params({**_DEFAULTS[kind], **params})
         self._base = self._make_base()
         self._index = faiss.IndexIDMap2(self._base)
         self._apply_runtime()
 
-    def _resolve(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _resolve_params(self, p: dict[str, Any]) -> dict[str, Any]:
         def pos_int(name: str, v: Any, lo: int = 1) -> int:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
@@ -157,50 +151,16 @@ class FloatIndex:
         return self._dim
 
     @property
-    def kind(self) -> str:
-        return self._kind
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    def __len__(self) -> int:
-        return self.ntotal
-
-    @property
-    def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
-
-    @property
     def exact(self) -> bool:
         """Whether search results are exact (``flat`` only)."""
         return self._kind == "flat"
-
-    @property
-    def faiss_index(self) -> Any:
-        """The underlying ``faiss.IndexIDMap2`` (for serialization; do not mutate)."""
-        return self._index
-
-    def ids(self) -> np.ndarray:
-        return _idmap_ids(self._index).copy()
-
-    def set_params(self, **params: Any) -> None:
-        """Change search-time params: ``ef_search`` (hnsw), ``nprobe`` (ivfpq)."""
-        allowed = _RUNTIME.get(self._kind, ())
-        bad = set(params) - set(allowed)
-        if bad:
-            raise ValueError(
-                f"cannot set {sorted(bad)} on a {self._kind!r} index; settable: {list(allowed)}"
-            )
-        self.params = self._resolve({**self.params, **params})
-        self._apply_runtime()
 
     def __repr__(self) -> str:
         return f"FloatIndex(dim={self._dim}, kind={self._kind!r}, ntotal={self.ntotal})"
 
     # -- data --------------------------------------------------------------------------------
 
-    def _vectors(self, x: Any, name: str) -> np.ndarray:
+    def _prepare(self, x: Any, name: str) -> np.ndarray:
         arr = _to_numpy(x, name)
         if arr.ndim != 2 or arr.shape[0] == 0:
             raise ValueError(f"{name}: expected a non-empty 2-D array [n, dim], got {arr.shape}")
@@ -222,7 +182,7 @@ class FloatIndex:
 
     def train(self, vectors: Any) -> None:
         """Train an ``ivfpq`` index (a no-op for the other kinds)."""
-        x = self._vectors(vectors, "vectors")
+        x = self._prepare(vectors, "vectors")
         if self._kind != "ivfpq":
             return
         if self._index.is_trained:
@@ -235,31 +195,6 @@ class FloatIndex:
             )
         self._index.train(x)
 
-    def add(self, vectors: Any, ids: Any = None) -> None:
-        """Add ``[n, dim]`` vectors (normalised here) with unique int64 ``ids``."""
-        x = self._vectors(vectors, "vectors")
-        existing = _idmap_ids(self._index)
-        if ids is None:
-            start = int(existing.max()) + 1 if existing.size else 0
-            ids = np.arange(start, start + x.shape[0], dtype=np.int64)
-        ids = _as_ids(ids, x.shape[0])
-        _check_new_ids(existing, ids)
-        if not self._index.is_trained:
-            self.train(x)
-        self._index.add_with_ids(x, ids)
-
-    def remove(self, ids: Any) -> int:
-        """Remove the given ids; every id must be present. Returns the number removed."""
-        if self._kind not in _REMOVABLE:
-            raise NotImplementedError(
-                f"remove is not supported for a {self._kind!r} float index (FAISS cannot "
-                f"remove ids from it); removal works for kinds {_REMOVABLE}"
-            )
-        arr = _check_remove_ids(_idmap_ids(self._index), ids)
-        if arr.size == 0:
-            return 0
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(arr)))
-
     # -- search ------------------------------------------------------------------------------
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +202,7 @@ class FloatIndex:
 
         Rows sorted by (similarity descending, id); missing: id -1, similarity -inf.
         """
-        q = self._vectors(queries, "queries")
+        q = self._prepare(queries, "queries")
         k = _check_k(k)
         nq = q.shape[0]
         if self.ntotal == 0:
@@ -301,7 +236,7 @@ class FloatIndex:
 
         Each entry sorted by (similarity descending, id). Exact for ``flat``.
         """
-        q = self._vectors(queries, "queries")
+        q = self._prepare(queries, "queries")
         t = float(min_similarity)
         if not np.isfinite(t):
             raise ValueError(f"min_similarity: expected a finite number, got {min_similarity!r}")

@@ -1,0 +1,252 @@
+"""What the FAISS-backed indexes share: user ids through ``IDMap2``, their validation, and the
+(score, id) ordering of results. :class:`IdMapIndex` is the common base of
+:class:`hashlab.index.BinaryIndex` and :class:`hashlab.index.FloatIndex`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+
+from hashlab.errors import HashlabError
+from hashlab.index.codes import _to_numpy
+
+__all__ = ["IdMapIndex", "UnknownIdsError"]
+
+
+class UnknownIdsError(HashlabError, ValueError):
+    """``remove`` was given ids that are not in the index; ``.ids`` lists them."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        super().__init__(f"cannot remove ids that are not in the index: {_fmt_ids(self.ids)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    return int(k)
+
+
+def _as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
+    """Validate user ids: 1-D, integer, non-negative, unique, ``n`` of them; return int64."""
+    arr = _to_numpy(ids, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of int64 ids, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer ids, got dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: ids must fit in int64")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name}: got {arr.shape[0]} ids for {n} vectors; need one id per vector")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name}: ids must be non-negative (-1 marks a missing result)")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if uniq.size != arr.size:
+        dup = uniq[counts > 1]
+        raise ValueError(f"{name}: ids must be unique, duplicated: {_fmt_ids(dup)}")
+    return arr
+
+
+def _fmt_ids(ids: np.ndarray, limit: int = 20) -> str:
+    ids = np.asarray(ids)
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    more = f" ... ({ids.size} in all)" if ids.size > limit else ""
+    return f"[{shown}]{more}"
+
+
+def _idmap_ids(idmap: Any) -> np.ndarray:
+    """The user ids currently stored in an ``IndexIDMap2``/``IndexBinaryIDMap2`` (int64)."""
+    return faiss.vector_to_array(idmap.id_map).astype(np.int64, copy=False)
+
+
+def _check_new_ids(existing: np.ndarray, ids: np.ndarray) -> None:
+    clash = ids[np.isin(ids, existing)]
+    if clash.size:
+        raise ValueError(f"ids already in the index: {_fmt_ids(np.sort(clash))}")
+
+
+def _check_remove_ids(existing: np.ndarray, ids: Any) -> np.ndarray:
+    arr = _to_numpy(ids, "ids")
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"ids: expected a 1-D array of integer ids, got {arr.dtype} {arr.shape}")
+    arr = np.unique(arr.astype(np.int64))
+    unknown = arr[~np.isin(arr, existing)]
+    if unknown.size:
+        raise UnknownIdsError(unknown)
+    return arr
+
+
+def _sort_rows(scores: np.ndarray, ids: np.ndarray, descending: bool) -> tuple[np.ndarray, ...]:
+    """Sort each row by (score, id) with missing entries (id -1) last."""
+    key = -scores if descending else scores
+    missing = ids < 0
+    order = np.lexsort((ids, key, missing), axis=-1)
+    return (np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1))
+
+
+def _strictly_increasing(ids: np.ndarray) -> bool:
+    return bool(ids.size < 2 or (ids[1:] > ids[:-1]).all())
+
+
+def _rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
+    """True when every row is in (distance ascending, id ascending) order, missing (-1) last."""
+    if D.shape[1] < 2:
+        return True
+    d0, d1, i0, i1 = D[:, :-1], D[:, 1:], ids[:, :-1], ids[:, 1:]
+    valid_next = i1 >= 0
+    ok = np.where(valid_next, (i0 >= 0) & ((d1 > d0) | ((d1 == d0) & (i1 > i0))), True)
+    # once a row has a missing entry, all later entries must be missing
+    ok &= ~((i0 < 0) & valid_next)
+    return bool(ok.all())
+
+
+def _split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descending: bool):
+    """Split FAISS range-search output into per-query (scores, ids), each sorted by (score, id).
+
+    One lexsort over all hits with the query number as the primary key, then views per query.
+    """
+    lims = np.asarray(lims, dtype=np.int64)
+    ids = ids.astype(np.int64, copy=False)
+    row = np.repeat(np.arange(len(lims) - 1), np.diff(lims))
+    if np.issubdtype(scores.dtype, np.integer) and not descending and scores.size:
+        # Hamming distances: one int64 key (query, distance); FAISS's flat scan already lists
+        # each query's hits by increasing position, so when ids increase within every query a
+        # stable sort on that key alone gives (distance, id) order.
+        lo = int(scores.min())
+        key = row * (int(scores.max()) - lo + 1) + (scores - lo)
+        if int(key.max()) < 2**16:  # numpy radix-sorts 16-bit ints
+            key = key.astype(np.uint16)
+        same_row = row[1:] == row[:-1]
+        if bool(np.all(~same_row | (ids[1:] > ids[:-1]))):
+            order = np.argsort(key, kind="stable")
+        else:
+            order = np.lexsort((ids, key))
+    else:
+        order = np.lexsort((ids, -scores if descending else scores, row))
+    d, j = scores[order], ids[order]
+    return [(d[s:e], j[s:e]) for s, e in zip(lims[:-1].tolist(), lims[1:].tolist(), strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the part BinaryIndex and FloatIndex share
+# ---------------------------------------------------------------------------------------------
+
+
+class IdMapIndex:
+    """A FAISS index wrapped in an ``IDMap2`` so results carry the caller's int64 ids.
+
+    Subclasses set ``_index`` (the IDMap2), ``_base`` (the wrapped index), ``_kind``,
+    ``params``, the class attributes ``_family`` (for messages), ``_runtime`` (search-time
+    params by kind) and ``_removable`` (kinds FAISS can remove from), and implement
+    ``_prepare(x, name)`` (validate and convert vectors / codes), ``_resolve_params(p)``,
+    ``_apply_runtime()`` and ``train(x)``.
+    """
+
+    _family = ""
+    _runtime: dict[str, tuple[str, ...]] = {}
+    # IDMap2.remove_ids assumes the wrapped index renumbers its entries after a removal (flat
+    # does); an IVF keeps its internal ids, so IDMap removal from an IVF corrupts the id map.
+    _removable: tuple[str, ...] = ("flat",)
+    _index: Any
+    _base: Any
+    _kind: str
+    params: dict[str, Any]
+
+    def _prepare(self, x: Any, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _resolve_params(self, p: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _apply_runtime(self) -> None:
+        raise NotImplementedError
+
+    def train(self, x: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def faiss_index(self) -> Any:
+        """The underlying FAISS ``IDMap2`` index (for serialization; do not mutate)."""
+        return self._index
+
+    def ids(self) -> np.ndarray:
+        """The ids currently in the index, in insertion order (int64)."""
+        return _idmap_ids(self._index).copy()
+
+    def _ids_increasing(self) -> bool:
+        """Whether the ids increase in insertion order (cached; kept up to date by ``add``)."""
+        cached = getattr(self, "_increasing", None)
+        if cached is None:
+            cached = self._increasing = _strictly_increasing(_idmap_ids(self._index))
+        return cached
+
+    def set_params(self, **params: Any) -> None:
+        """Change the search-time params of this kind (see the class docstring)."""
+        allowed = self._runtime.get(self._kind, ())
+        bad = set(params) - set(allowed)
+        if bad:
+            raise ValueError(
+                f"cannot set {sorted(bad)} on a {self._kind!r} index; settable: {list(allowed)}"
+            )
+        self.params = self._resolve_params({**self.params, **params})
+        self._apply_runtime()
+
+    def add(self, x: Any, ids: Any = None) -> None:
+        """Add ``x`` with unique int64 ``ids`` (one per row).
+
+        ``ids=None`` numbers the rows from ``max(existing ids) + 1``. An untrained index
+        (``ivf``, ``ivfpq``) is first trained on these rows.
+        """
+        x = self._prepare(x, "codes" if self._family == "binary" else "vectors")
+        existing = _idmap_ids(self._index)
+        if ids is None:
+            start = int(existing.max()) + 1 if existing.size else 0
+            ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        ids = _as_ids(ids, x.shape[0])
+        _check_new_ids(existing, ids)
+        if not self._index.is_trained:
+            self.train(x)
+        increasing = self._ids_increasing() and _strictly_increasing(ids)
+        self._index.add_with_ids(x, ids)
+        self._increasing = increasing and (existing.size == 0 or bool(ids[0] > existing[-1]))
+
+    def remove(self, ids: Any) -> int:
+        """Remove the given ids; every id must be present. Returns the number removed."""
+        if self._kind not in self._removable:
+            raise NotImplementedError(
+                f"remove is not supported for a {self._kind!r} {self._family} index (FAISS "
+                f"cannot remove ids from it); removal works for kinds {self._removable}; "
+                "rebuild the index without these ids instead"
+            )
+        arr = _check_remove_ids(_idmap_ids(self._index), ids)
+        if arr.size == 0:
+            return 0
+        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(arr)))
+        if not self._ids_increasing():
+            self._increasing = None  # removal keeps the order; an unordered rest may be ordered
+        return removed
