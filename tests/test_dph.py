@@ -233,7 +233,7 @@ def test_combined_retrieval_against_bruteforce():
     # brute force with the same seeded attribute choice
     rng2 = np.random.default_rng(7)
     d = hamming_distances(q.bits, db.bits)
-    rec = []
+    rec, aps = [], []
     for i in range(nq):
         j = int(rng2.choice(np.flatnonzero(attrs[qi[i]] != MISSING)))
         v = attrs[qi[i], j]
@@ -241,7 +241,10 @@ def test_combined_retrieval_against_bruteforce():
         keep = [o for o in order if (probs[o, j] > 0.5) == (v == 1)]
         relevant = (labels == labels[qi[i]]) & (attrs[:, j] == v)
         rec.append(relevant[keep[:10]].sum() / relevant.sum())
+        hits = [r + 1 for r, o in enumerate(keep) if relevant[o]]  # 1-based ranks of hits
+        aps.append(sum((m + 1) / r for m, r in enumerate(hits)) / relevant.sum())
     assert got["R@10"] == pytest.approx(np.mean(rec))
+    assert got["mAP"] == pytest.approx(np.mean(aps))
 
 
 def test_bit_functionality_finds_the_bits_each_task_reads():
@@ -299,7 +302,8 @@ def test_dph_trains_and_evaluates_on_digits(tmp_path):
     db, test = run.encode("train", progress=False), run.encode("test", progress=False)
     result = dph_metrics(run, test, db, rows[test.labels].astype(np.int8),
                          rows[db.labels].astype(np.int8))
-    assert 0 <= result["category"]["mAP@all"] <= 1
+    # two epochs of DPH on digits already rank far above chance (mAP ≈ 0.1 for 10 classes)
+    assert result["category"]["mAP@all"] > 0.25
     assert result["attribute"]["n_combinations"] > 0
     assert len(result["bit_functionality"]["category_drop"]) == 16
 

@@ -32,6 +32,7 @@ import numpy as np
 from hashlab.encode import Codes, TrainedRun
 from hashlab.errors import ConfigError
 from hashlab.eval.index_metrics import index_retrieval_metrics
+from hashlab.eval.metrics import ap_from_relevance
 from hashlab.eval.protocols import (
     PROTOCOLS,
     _subset,
@@ -143,8 +144,8 @@ def combined_retrieval(query: Codes, database: Codes, db_probs: np.ndarray,
         for k in topk:
             recalls[k][i] = cum[min(k, len(cum)) - 1] / n_rel if len(cum) else 0.0
             precisions[k][i] = cum[min(k, len(cum)) - 1] / k if len(cum) else 0.0
-        ranks = np.flatnonzero(hit) + 1
-        aps[i] = (np.arange(1, ranks.size + 1) / ranks).sum() / n_rel if ranks.size else 0.0
+        if len(hit):
+            aps[i] = ap_from_relevance(hit[None, :], np.array([n_rel]))[0]
     out: dict[str, Any] = {"mAP": float(aps.mean())}
     out.update({f"R@{k}": float(recalls[k].mean()) for k in topk})
     out.update({f"P@{k}": float(precisions[k].mean()) for k in topk})

@@ -28,9 +28,9 @@ import numpy as np
 from hashlab.eval.metrics import (
     _check_positive_int,
     _Hits,
+    _PerQuery,
     _prepare_labels,
     _relevance,
-    _safe_div,
 )
 from hashlab.index.binary import BinaryIndex
 from hashlab.index.codes import _to_numpy
@@ -40,7 +40,7 @@ __all__ = ["index_retrieval_metrics"]
 
 
 def _labels_by_id(index: Any, ids: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(labels in sorted-id order, sorted ids), checking that every indexed id has a label."""
+    """(labels of the indexed ids, those ids sorted), checking every indexed id has a label."""
     ids = _to_numpy(ids, "database_ids")
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"database_ids: expected a 1-D integer array, got {ids.dtype} {ids.shape}")
@@ -50,19 +50,18 @@ def _labels_by_id(index: Any, ids: Any, labels: Any) -> tuple[np.ndarray, np.nda
             f"database_labels: {labels.shape[0]} labels for {ids.shape[0]} database_ids"
         )
     order = np.argsort(ids, kind="stable")
-    sid = ids[order].astype(np.int64)
-    if sid.size > 1 and np.any(sid[1:] == sid[:-1]):
+    sorted_ids = ids[order].astype(np.int64)
+    if sorted_ids.size > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
         raise ValueError("database_ids: ids must be unique")
-    present = index.ids()
-    pos = np.searchsorted(sid, present)
-    pos = np.minimum(pos, max(sid.size - 1, 0))
-    missing = present[(sid.size == 0) | (sid[pos] != present)] if present.size else present
+    present = np.sort(index.ids())
+    pos = np.minimum(np.searchsorted(sorted_ids, present), max(sorted_ids.size - 1, 0))
+    missing = present[sorted_ids[pos] != present] if sorted_ids.size else present
     if missing.size:
         raise ValueError(
             f"database_ids: no label for {missing.size} id(s) in the index, e.g. "
             f"{missing[:5].tolist()}"
         )
-    return labels[order], sid
+    return labels[order[pos]], present
 
 
 def index_retrieval_metrics(
@@ -113,10 +112,6 @@ def index_retrieval_metrics(
         raise ValueError("pr_curve: only implemented for a BinaryIndex here")
 
     dl_sorted, sid = _labels_by_id(index, database_ids, database_labels)
-    # keep only labels of ids in the index, in sorted-id order
-    present = np.sort(index.ids())
-    keep = np.searchsorted(sid, present)
-    dl_sorted, sid = dl_sorted[keep], sid[keep]
     ql, dl, multi = _prepare_labels(query_labels, dl_sorted, nq, sid.size)
 
     self_ids: np.ndarray | None = None
@@ -139,16 +134,9 @@ def index_retrieval_metrics(
     class_counts = None if multi else np.bincount(dl, minlength=int(ql.max(initial=0)) + 1)
     use_range = binary and radius is not None and index.kind != "hnsw"
 
-    ap_all = np.zeros(nq)
-    ap_k = {t: np.zeros(nq) for t in ks}
-    p_k = {t: np.zeros(nq) for t in ks}
-    r_k = {t: np.zeros(nq) for t in ks}
-    n_rel_all = np.zeros(nq, dtype=np.int64)
-    p_rad, r_rad = np.zeros(nq), np.zeros(nq)
-    n_returned = 0
     n_curve = (nbits + 1) if (pr_curve and binary) else 0
-    curve_p, curve_r = np.zeros((nq, n_curve)), np.zeros((nq, n_curve))
-    curve_n = np.zeros(n_curve, dtype=np.int64)
+    acc = _PerQuery(nq, ks_eff, radius if binary else None, n_curve)
+    n_returned = 0
 
     from tqdm.auto import tqdm
 
@@ -177,51 +165,33 @@ def index_retrieval_metrics(
             if self_ids is not None:
                 n_rel -= _self_relevant(qc, dl, sid, self_ids[start:stop], multi)
             hits = _Hits(rel)
-            n_rel_all[start:stop] = n_rel
-            ap_all[start:stop] = hits.ap_all(n_rel)
-            for t, te in ks_eff.items():
-                ap_k[t][start:stop] = hits.ap_at_k(te)
-                top = hits.top_count(te)
-                p_k[t][start:stop] = top / float(te)
-                r_k[t][start:stop] = _safe_div(top, n_rel)
+            rows = slice(start, stop)
+            acc.add(rows, hits, n_rel)
             if binary and radius is not None:
                 if use_range:
-                    p_rad[start:stop], r_rad[start:stop] = _range_precision_recall(
+                    acc.p_rad[rows], acc.r_rad[rows] = _range_precision_recall(
                         index, q[start:stop], radius, qc, dl, sid, multi, n_rel,
                         None if self_ids is None else self_ids[start:stop],
                     )
                 else:
                     within = (found & (D <= radius)).sum(axis=1)
-                    p_rad[start:stop], r_rad[start:stop] = hits.precision_recall(within, n_rel)
+                    acc.p_rad[rows], acc.r_rad[rows] = hits.precision_recall(within, n_rel)
             if n_curve:
-                counts = _counts_within(D, found, nbits)
-                cp, cr = hits.precision_recall(counts, n_rel)
-                curve_p[start:stop], curve_r[start:stop] = cp, cr
-                curve_n += counts.sum(axis=0)
+                acc.add_curve(rows, hits, _counts_within(D, found, nbits), n_rel,
+                              count_retrieved=True)
             bar.update(c)
     finally:
         bar.close()
 
-    out: dict[str, Any] = {"mAP@all": float(ap_all.mean())}
-    out.update({f"mAP@{t}": float(ap_k[t].mean()) for t in ks})
-    out.update({f"P@{t}": float(p_k[t].mean()) for t in ks})
-    out.update({f"R@{t}": float(r_k[t].mean()) for t in ks})
-    if binary and radius is not None:
-        out[f"P@r{radius}"] = float(p_rad.mean())
-        out[f"R@r{radius}"] = float(r_rad.mean())
+    out = acc.summary()
     if n_curve:
-        out["pr_curve"] = {
-            "radius": list(range(nbits + 1)),
-            "precision": curve_p.mean(axis=0).tolist(),
-            "recall": curve_r.mean(axis=0).tolist(),
-            "n_retrieved": (curve_n / nq).tolist(),
-        }
+        out["pr_curve"] = {"radius": list(range(nbits + 1)), **acc.curve()}
     out.update(
         n_queries=nq,
         n_database=ntotal,
         n_ranked=k_rank,
         n_returned=n_returned / nq,
-        n_queries_without_relevant=int((n_rel_all == 0).sum()),
+        n_queries_without_relevant=acc.n_without_relevant,
         index_kind=index.kind,
         kind="binary" if binary else "float",
         nbits=nbits,

@@ -347,6 +347,64 @@ class _Hits:
         return _safe_div(hit, n_ret), _safe_div(hit, n_rel)
 
 
+class _PerQuery:
+    """Per-query metrics of a chunked evaluation, averaged once at the end so that chunking
+    does not change them. ``ks_eff`` maps each reported k to the cut-off actually used."""
+
+    def __init__(self, nq: int, ks_eff: dict[int, int], radius: int | None, n_curve: int) -> None:
+        self.nq, self.ks_eff, self.radius = nq, ks_eff, radius
+        self.ap_all = np.zeros(nq)
+        self.ap_k = {k: np.zeros(nq) for k in ks_eff}
+        self.p_k = {k: np.zeros(nq) for k in ks_eff}
+        self.r_k = {k: np.zeros(nq) for k in ks_eff}
+        self.n_rel = np.zeros(nq, dtype=np.int64)
+        self.p_rad, self.r_rad = np.zeros(nq), np.zeros(nq)
+        self.curve_p, self.curve_r = np.zeros((nq, n_curve)), np.zeros((nq, n_curve))
+        self.curve_n = np.zeros(n_curve, dtype=np.int64)
+        self.counted = False  # whether curve_n holds numbers retrieved
+
+    def add(self, rows: slice, hits: _Hits, n_rel: np.ndarray) -> None:
+        """AP, AP@k, P@k, R@k of the queries ``rows`` (R = ``n_rel``)."""
+        self.n_rel[rows] = n_rel
+        self.ap_all[rows] = hits.ap_all(n_rel)
+        for k, ke in self.ks_eff.items():
+            self.ap_k[k][rows] = hits.ap_at_k(ke)
+            top = hits.top_count(ke)
+            self.p_k[k][rows] = top / float(ke)
+            self.r_k[k][rows] = _safe_div(top, n_rel)
+
+    def add_curve(self, rows: slice, hits: _Hits, n_retrieved: np.ndarray, n_rel: np.ndarray,
+                  count_retrieved: bool) -> None:
+        """Precision / recall at the cut-offs ``n_retrieved [c, points]`` of the queries."""
+        self.curve_p[rows], self.curve_r[rows] = hits.precision_recall(n_retrieved, n_rel)
+        if count_retrieved:
+            self.curve_n += n_retrieved.sum(axis=0)
+            self.counted = True
+
+    def summary(self) -> dict[str, Any]:
+        """``mAP@all``, ``mAP@k``, ``P@k``, ``R@k`` and, with a radius, ``P@r`` / ``R@r``."""
+        out: dict[str, Any] = {"mAP@all": float(self.ap_all.mean())}
+        out.update({f"mAP@{k}": float(v.mean()) for k, v in self.ap_k.items()})
+        out.update({f"P@{k}": float(v.mean()) for k, v in self.p_k.items()})
+        out.update({f"R@{k}": float(v.mean()) for k, v in self.r_k.items()})
+        if self.radius is not None:
+            out[f"P@r{self.radius}"] = float(self.p_rad.mean())
+            out[f"R@r{self.radius}"] = float(self.r_rad.mean())
+        return out
+
+    def curve(self) -> dict[str, list]:
+        """Mean precision, recall (and, if counted, number retrieved) per curve point."""
+        out = {"precision": self.curve_p.mean(axis=0).tolist(),
+               "recall": self.curve_r.mean(axis=0).tolist()}
+        if self.counted:
+            out["n_retrieved"] = (self.curve_n / self.nq).tolist()
+        return out
+
+    @property
+    def n_without_relevant(self) -> int:
+        return int((self.n_rel == 0).sum())
+
+
 def _check_k(k: Any, n: int) -> int:
     return min(_check_positive_int(k, "k"), n)
 
@@ -571,17 +629,7 @@ def retrieval_metrics(
     pr_ranks = default_pr_ranks(n, pr_points) if (pr_curve and kind == "float") else None
     n_curve = (nbits + 1) if kind == "binary" else (0 if pr_ranks is None else pr_ranks.size)
 
-    # per-query results; averaged once at the end so that chunking does not change them
-    ap_all = np.zeros(nq)
-    ap_k = {k: np.zeros(nq) for k in ks}
-    p_k = {k: np.zeros(nq) for k in ks}
-    r_k = {k: np.zeros(nq) for k in ks}
-    n_rel_all = np.zeros(nq, dtype=np.int64)
-    p_rad = np.zeros(nq)
-    r_rad = np.zeros(nq)
-    curve_p = np.zeros((nq, n_curve)) if pr_curve else np.zeros((0, 0))
-    curve_r = np.zeros((nq, n_curve)) if pr_curve else np.zeros((0, 0))
-    curve_n = np.zeros(n_curve, dtype=np.int64)
+    acc = _PerQuery(nq, ks_eff, radius if kind == "binary" else None, n_curve if pr_curve else 0)
 
     # work buffers reused across chunks (fresh large arrays cost page faults every chunk)
     cs = min(chunk_size, nq)
@@ -631,59 +679,38 @@ def retrieval_metrics(
             hits = _Hits(rel)
             del rel
             n_rel = hits.n_rel
-            n_rel_all[start:stop] = n_rel
-            ap_all[start:stop] = hits.ap_all(n_rel)
-            for k, ke in ks_eff.items():
-                ap_k[k][start:stop] = hits.ap_at_k(ke)
-                top = hits.top_count(ke)
-                p_k[k][start:stop] = top / float(ke)
-                r_k[k][start:stop] = _safe_div(top, n_rel)
+            rows_q = slice(start, stop)
+            acc.add(rows_q, hits, n_rel)
             if counts is not None and radius is not None:
-                p_rad[start:stop], r_rad[start:stop] = hits.precision_recall(
+                acc.p_rad[rows_q], acc.r_rad[rows_q] = hits.precision_recall(
                     counts[:, radius], n_rel
                 )
             if pr_curve:
                 if kind == "binary":
                     assert counts is not None
-                    cp, cr = hits.precision_recall(counts, n_rel)
-                    curve_n += counts.sum(axis=0)
+                    acc.add_curve(rows_q, hits, counts, n_rel, count_retrieved=True)
                 else:
                     assert pr_ranks is not None
-                    cp, cr = hits.precision_recall(np.broadcast_to(pr_ranks, (c, n_curve)), n_rel)
-                curve_p[start:stop] = cp
-                curve_r[start:stop] = cr
+                    acc.add_curve(rows_q, hits, np.broadcast_to(pr_ranks, (c, n_curve)), n_rel,
+                                  count_retrieved=False)
             del hits
             bar.update(c)
     finally:
         bar.close()
 
-    out: dict[str, Any] = {"mAP@all": float(ap_all.mean())}
-    for k in ks:
-        out[f"mAP@{k}"] = float(ap_k[k].mean())
-    for k in ks:
-        out[f"P@{k}"] = float(p_k[k].mean())
-    for k in ks:
-        out[f"R@{k}"] = float(r_k[k].mean())
-    if kind == "binary" and radius is not None:
-        out[f"P@r{radius}"] = float(p_rad.mean())
-        out[f"R@r{radius}"] = float(r_rad.mean())
+    out = acc.summary()
     if pr_curve:
-        curve: dict[str, list] = {}
-        if kind == "binary":
-            curve["radius"] = list(range(nbits + 1))
-        else:
-            assert pr_ranks is not None
-            curve["rank"] = [int(x) for x in pr_ranks]
-        curve["precision"] = curve_p.mean(axis=0).tolist()
-        curve["recall"] = curve_r.mean(axis=0).tolist()
-        if kind == "binary":
-            curve["n_retrieved"] = (curve_n / nq).tolist()
+        curve: dict[str, list] = (
+            {"radius": list(range(nbits + 1))} if kind == "binary"
+            else {"rank": [int(x) for x in pr_ranks]}  # type: ignore[union-attr]
+        )
+        curve.update(acc.curve())
         out["pr_curve"] = curve
     out.update(
         n_queries=nq,
         n_database=ndb,
         n_ranked=n,
-        n_queries_without_relevant=int((n_rel_all == 0).sum()),
+        n_queries_without_relevant=acc.n_without_relevant,
         kind=kind,
         nbits=nbits,
     )
