@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -235,14 +234,15 @@ def index(
         name = f"index-{split}-{kind}" if code == "binary" else f"index-{split}-float-{kind}"
         path = out or run / name
         save_index(idx, path, model_run=str(run.resolve()))
-        atomic_write_json(path / SOURCE_FILE, {"run": str(run.resolve()), "split": split,
-                                               "code": code})
+        from hashlab.eval.protocols import INDEX_SOURCE_FILE
+
+        atomic_write_json(path / INDEX_SOURCE_FILE, {"run": str(run.resolve()), "split": split,
+                                                     "code": code})
     except (HashlabError, ValueError, NotImplementedError) as exc:
         _fail(exc)
     typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
 
 
-SOURCE_FILE = "source.json"  # same name as hashlab.eval.protocols.INDEX_SOURCE_FILE
 
 
 def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None,
@@ -308,18 +308,14 @@ def search(
 ) -> None:
     """Search an index with images, indexed ids or a whole split; prints or writes JSON."""
     from hashlab.encode import TrainedRun
-    from hashlab.index import load_index
+    from hashlab.eval.protocols import load_run_index, read_index_source
     from hashlab.io import atomic_write_json
 
     try:
-        source_path = index_dir / SOURCE_FILE
-        if not source_path.is_file():
-            raise HashlabError(f"{index_dir} has no {SOURCE_FILE}: build it with `hashlab index`")
-        source = json.loads(source_path.read_text())
+        source = read_index_source(index_dir)
         trained = TrainedRun(run or source["run"])
         binary = source["code"] == "binary"
-        idx = load_index(index_dir, **({"expect_nbits": trained.model.dim} if binary else
-                                       {"expect_dim": trained.model.dim}))
+        idx, _ = load_run_index(trained, index_dir)
         queries, names = _query_codes(trained, source, image, ids, split, limit, progress)
         q = queries.bits if binary else queries.float
         if radius is not None:

@@ -192,18 +192,23 @@ def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True,
 INDEX_SOURCE_FILE = "source.json"
 
 
-def load_run_index(run: TrainedRun, index_dir: Any) -> tuple[Any, dict[str, Any]]:
-    """Load an index built by ``hashlab index`` and check it matches ``run``'s code width."""
+def read_index_source(index_dir: Any) -> dict[str, Any]:
+    """The ``source.json`` that ``hashlab index`` writes beside an index: run, split, code."""
     import json
     from pathlib import Path
 
-    from hashlab.index import load_index
-
-    index_dir = Path(index_dir)
-    source_path = index_dir / INDEX_SOURCE_FILE
+    source_path = Path(index_dir) / INDEX_SOURCE_FILE
     if not source_path.is_file():
         raise ConfigError(f"{index_dir} has no {INDEX_SOURCE_FILE}: build it with `hashlab index`")
-    source = json.loads(source_path.read_text())
+    return json.loads(source_path.read_text())
+
+
+def load_run_index(run: TrainedRun, index_dir: Any) -> tuple[Any, dict[str, Any]]:
+    """Load an index built by ``hashlab index`` and check it matches ``run``'s code width and
+    the size of the split it was built from."""
+    from hashlab.index import load_index
+
+    source = read_index_source(index_dir)
     binary = source.get("code") == "binary"
     index = load_index(index_dir, **({"expect_nbits": run.model.dim} if binary
                                      else {"expect_dim": run.model.dim}))

@@ -19,6 +19,7 @@ entries; its gradient is the one of DPSH's alternating scheme, where ``b`` is he
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -354,32 +355,24 @@ def dpsh(
     return DPSHLoss(quantization_weight=quantization_weight, code_range=code_range, dim=dim)
 
 
-@LOSSES.register("hamming_triplet")
-def hamming_triplet(
-    num_classes: int,
-    dim: int,
-    margin: float | None = None,
-    mining: str = "batch_all",
-    reduction: str = "avg_nonzero",
-    quantization_weight: float = 0.0,
-    code_range: str = "pm1",
-) -> nn.Module:
-    return HammingTripletLoss(margin=margin, mining=mining, reduction=reduction,
-                              quantization_weight=quantization_weight, code_range=code_range,
-                              dim=dim)
+def _triplet_factory(cls: type[_CodeTripletLoss]) -> Callable[..., nn.Module]:
+    """The config factory of a code triplet loss (same arguments for both distances)."""
+
+    def factory(
+        num_classes: int,
+        dim: int,
+        margin: float | None = None,
+        mining: str = "batch_all",
+        reduction: str = "avg_nonzero",
+        quantization_weight: float = 0.0,
+        code_range: str = "pm1",
+    ) -> nn.Module:
+        return cls(margin=margin, mining=mining, reduction=reduction,
+                   quantization_weight=quantization_weight, code_range=code_range, dim=dim)
+
+    factory.__doc__ = cls.__doc__
+    return factory
 
 
-@LOSSES.register("euclidean_triplet")
-def euclidean_triplet(
-    num_classes: int,
-    dim: int,
-    margin: float | None = None,
-    mining: str = "batch_all",
-    reduction: str = "avg_nonzero",
-    quantization_weight: float = 0.0,
-    code_range: str = "pm1",
-) -> nn.Module:
-    return EuclideanTripletLoss(margin=margin, mining=mining, reduction=reduction,
-                                quantization_weight=quantization_weight, code_range=code_range,
-                                dim=dim)
-
+LOSSES.register("hamming_triplet")(_triplet_factory(HammingTripletLoss))
+LOSSES.register("euclidean_triplet")(_triplet_factory(EuclideanTripletLoss))
