@@ -1,6 +1,6 @@
 """Open-set and closed-set benchmark of the discriminative loss family on Fashion-MNIST.
 
-fmnist-openset (shared/reference/formulas.md): train on classes 0–5, evaluate on the test images
+fmnist-openset (docs/protocols.md): train on classes 0–5, evaluate on the test images
 of the unseen classes 6–9: retrieval mAP@all (each image against all others), 10-fold
 verification accuracy and TAR@FAR=1e-3 on 6,000 seeded pairs. fmnist-retrieval: the closed-set
 protocol of the demo, with 64-bit codes. Each method is a bundled preset
@@ -26,7 +26,8 @@ import numpy as np
 from hashlab.cli import resolve_config_path
 from hashlab.config import load_config
 from hashlab.encode import TrainedRun
-from hashlab.eval.protocols import OPENSET_TRAIN_CLASSES, evaluate_run
+from hashlab.eval.openset import OPENSET_TRAIN_CLASSES
+from hashlab.eval.protocols import evaluate_run
 from hashlab.io import atomic_write_json
 from hashlab.train.engine import FINAL_MODEL, Trainer
 

@@ -34,7 +34,6 @@ from hashlab.data import (
     load_fashion_mnist,
     read_idx,
     read_idx_header,
-    register_dataset,
     write_idx,
 )
 from hashlab.data import fashion_mnist as fm
@@ -855,7 +854,7 @@ def test_registry_names() -> None:
     assert dataset_names() == ["digits", "fashion-mnist", "image-folder"]
     assert set(DATASETS) == set(dataset_names())
     with pytest.raises(ValueError, match="twice"):
-        register_dataset("fmnist")(lambda split, **kw: None)
+        DATASETS.register("fmnist")(lambda split, **kw: None)
 
 
 def test_load_dataset_unknown_name() -> None:

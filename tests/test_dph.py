@@ -267,6 +267,25 @@ def test_bit_functionality_finds_the_bits_each_task_reads():
     assert result["category_share"][0] == 1.0 and result["category_share"][2] == 0.0
 
 
+def test_dph_result_rows():
+    from hashlab.eval.report import result_rows
+
+    metrics = {"category": {"mAP@all": 0.71234, "nbits": 64},
+               "attribute": {"mAP": 0.45678, "n_combinations": 55},
+               "combined": {"R@100": 0.1, "R@1000": 0.23456, "mAP": 0.3, "P@100": 0.9},
+               "bit_functionality": {}, "code_classifier_accuracy": 0.88889}
+    result = {"protocol": "fmnist-dph", "n_queries": 1000, "n_database": 60000,
+              "attributes": ["a"], "metrics": metrics, "bit_plot": "x.png", "seconds": 1.0}
+    assert result_rows(result) == [
+        ("category mAP@all (64-bit)", "0.7123"),
+        ("attribute mAP (55 combinations)", "0.4568"),
+        ("combined R@100", "0.1000"),
+        ("combined R@1000", "0.2346"),
+        ("combined mAP", "0.3000"),
+        ("code → category accuracy", "0.8889"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end on digits
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +341,7 @@ def test_dph_head_is_a_sigmoid_and_takes_no_activation():
 
 def test_dph_config_errors(tmp_path):
     cfg = tiny_config(tmp_path, loss={"name": "dph", "args": {}})
-    with pytest.raises(ConfigError, match="needs attribute labels"):
+    with pytest.raises(ConfigError, match="loss 'dph' needs data.attributes"):
         Trainer(load_config(cfg), progress=False)
     cfg = tiny_config(tmp_path, data={"partial_labels": {"both": 0.5}})
     with pytest.raises(ConfigError, match="needs data.attributes"):

@@ -177,7 +177,7 @@ def test_pipeline_params_clone(data):
 def test_make_hasher():
     assert isinstance(make_hasher("ITQ", n_bits=8), ITQ)
     assert make_hasher("pq", n_bits=16).get_params()["n_bits"] == 16
-    with pytest.raises(ValueError, match="unknown hasher 'nope'; valid names: itq, klsh, lsh"):
+    with pytest.raises(ValueError, match="unknown hasher 'nope'; known: itq, klsh, lsh"):
         make_hasher("nope")
     with pytest.raises(TypeError):
         make_hasher("lsh", n_bitz=8)

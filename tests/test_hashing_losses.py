@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from hashlab.config import ModelConfig, check_kwargs
+from hashlab.config import ModelConfig
 from hashlab.errors import ConfigError
 from hashlab.eval.metrics import retrieval_metrics
 from hashlab.index.codes import hamming_distances, pack_bits
@@ -26,6 +26,7 @@ from hashlab.losses.hashing import (
 )
 from hashlab.models import HEADS, CodeModel, HashHead, build_model
 from hashlab.models.heads import sign_ste
+from hashlab.registry import check_kwargs
 
 
 def relaxed_codes(p: int, k: int, bits: int, seed: int, separation: float = 0.8,
@@ -331,6 +332,24 @@ def test_registered_names_args_and_defaults():
             check_kwargs(LOSSES.get(name), {"quantisation_weight": 0.1}, "loss.args")
     with pytest.raises(ValueError, match=r"shape \[batch, 64\]"):
         dpsh(torch.zeros(4, 32), torch.zeros(4, dtype=torch.long))
+
+
+def test_dph_factory_reads_the_training_data_and_its_hook_sets_the_counts():
+    from hashlab.data.facts import TrainData
+    from hashlab.losses.dph import DPHLoss
+
+    attrs = np.array([[1, 0, 2], [1, 1, 0], [0, 2, 2], [1, 0, 0]])
+    data = TrainData(3, np.array([0, 1, 2, 0]), attrs, ["a", "b", "c"])
+    assert LOSSES.entry("dph").meta["needs"] == ("attributes",)
+    loss = LOSSES.build("dph", num_classes=3, dim=8, data=data, attribute_weight=0.5)
+    assert isinstance(loss, DPHLoss) and (loss.num_attributes, loss.attribute_weight) == (3, 0.5)
+    loss.on_train_data(data)
+    expected = DPHLoss(3, 8, 3)
+    expected.set_attribute_counts(np.array([3, 1, 0]), np.array([1, 2, 2]))
+    torch.testing.assert_close(loss.pos_weight, expected.pos_weight)
+    torch.testing.assert_close(loss.neg_weight, expected.neg_weight)
+    with pytest.raises(ConfigError, match="data.attributes"):
+        LOSSES.build("dph", num_classes=3, dim=8, data=TrainData(3, np.zeros(0, dtype=np.int64)))
 
 
 def test_input_validation():

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss, LargeMarginSoftmaxLoss
 
-from hashlab.config import check_kwargs
 from hashlab.errors import ConfigError
 from hashlab.losses import LOSSES
 from hashlab.losses.margin import MARGINS, PRESETS, MarginSoftmax, hard_count
+from hashlab.registry import check_kwargs
 
 B, D, C = 24, 12, 7
 F64 = torch.float64
@@ -468,3 +468,29 @@ def test_bad_inputs_are_rejected():
         loss(torch.randn(4, D), torch.tensor([0, 1, 2, C]))
     with pytest.raises(ValueError, match="labels must have shape"):
         loss(torch.randn(4, D), torch.zeros(3, dtype=torch.long))
+
+
+def test_every_preset_is_a_class_generated_from_its_table_row():
+    from hashlab.losses import margin as module
+
+    classes = ["NormFace", "HMSoftmax", "FocalSoftmax", "SphereFace", "CosFace", "AMSoftmax",
+               "ArcFace", "MiningMarginSoftmax", "SVSoftmax", "SVAMSoftmax", "SVArcSoftmax"]
+    assert [row.cls for row in module.PRESET_TABLE] == classes
+    assert set(PRESETS) == {row.key for row in module.PRESET_TABLE}
+    for row in module.PRESET_TABLE:
+        cls = getattr(module, row.cls)
+        assert issubclass(cls, MarginSoftmax) and LOSSES.get(row.key) is cls
+        assert cls.preset == row.key and module.PRESET_CLASSES[row.key] is cls
+        entry = LOSSES.entry(row.key)
+        assert entry.description == row.description and dict(entry.defaults) == dict(row.args)
+        tunable = [k for k in row.args if k not in module.METHOD_ARGS]
+        assert list(inspect.signature(cls).parameters) == ["num_classes", "dim", *tunable]
+        loss = cls(C, D)
+        assert all(getattr(loss, k) == v for k, v in row.args.items()), row.key
+        assert row.description in cls.__doc__
+    assert LOSSES.get("sv_arc_softmax") is module.SVArcSoftmax
+    assert LOSSES.get("margin_softmax") is MarginSoftmax
+    with pytest.raises(TypeError, match="margin"):
+        module.CosFace(C, D, margin="arc")  # the method of a preset is fixed
+    loss = module.ArcFace(C, D, 8.0, m=0.3)
+    assert (loss.s, loss.m, loss.margin) == (8.0, 0.3, "arc")

@@ -630,3 +630,151 @@ def test_progress_bar_does_not_change_results(capsys: pytest.CaptureFixture[str]
     loud = retrieval_metrics(q, db, ql, dl, kind="binary", chunk_size=4, progress=True)
     assert quiet == loud
     assert "9/9" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# protocols: registration, dataset names, Codes.take and the result-table rows
+# ------------------------------------------------------------------------------------------
+
+
+def _fake_run(dataset: str, codes: dict[str, Any], classes: list[int] | None = None) -> Any:
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(dataset=dataset, classes=classes, attributes=None)
+    return SimpleNamespace(config=SimpleNamespace(data=data),
+                           encode=lambda split, batch_size=1024, progress=True: codes[split])
+
+
+def _codes(seed: int, n: int, nbits: int = 16, n_classes: int = 10) -> Any:
+    from hashlab.encode import Codes
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    centres = rng.normal(size=(n_classes, nbits))
+    x = (centres[labels] + rng.normal(size=(n, nbits))).astype(np.float32)
+    return Codes(x, pack_bits(x), labels, nbits)
+
+
+def test_protocols_register_themselves_with_rows_and_index_support() -> None:
+    from hashlab.eval.dph import dph_rows
+    from hashlab.eval.registry import PROTOCOLS
+    from hashlab.eval.report import retrieval_rows
+
+    want = {"fmnist-retrieval": (retrieval_rows, True), "retrieval": (retrieval_rows, True),
+            "fmnist-openset": (retrieval_rows, False), "fmnist-dph": (dph_rows, False)}
+    for name, (rows, index) in want.items():
+        entry = PROTOCOLS.entry(name)
+        assert entry.meta["rows"] is rows and entry.meta["index"] is index, name
+        assert entry.description, name
+    assert PROTOCOLS.canonical("FMNIST_Retrieval") == "fmnist-retrieval"
+
+
+def test_codes_take() -> None:
+    codes = _codes(0, 20)
+    idx = np.array([5, 1, 5])
+    sub = codes.take(idx)
+    np.testing.assert_array_equal(sub.float, codes.float[idx])
+    np.testing.assert_array_equal(sub.bits, codes.bits[idx])
+    np.testing.assert_array_equal(sub.labels, codes.labels[idx])
+    assert sub.nbits == codes.nbits and len(sub) == 3
+    mask = codes.labels < 5
+    assert len(codes.take(mask)) == int(mask.sum())
+    codes.bits, codes.nbits = None, None
+    assert codes.take(idx).bits is None
+
+
+def test_protocols_accept_any_spelling_of_the_dataset() -> None:
+    from hashlab.errors import ConfigError
+    from hashlab.eval.common import is_dataset
+    from hashlab.eval.protocols import evaluate_run, fmnist_query_indices
+
+    for name in ("fashion-mnist", "fmnist", "Fashion_MNIST", " FMNIST "):
+        assert is_dataset(name, "fashion-mnist"), name
+    assert not is_dataset("digits", "fashion-mnist")
+    assert not is_dataset("no-such-dataset", "fashion-mnist")
+    codes = {"train": _codes(1, 300), "test": _codes(2, 1000)}
+    result = evaluate_run(_fake_run("Fashion_MNIST", codes), "fmnist_retrieval", progress=False)
+    assert result["protocol"] == "fmnist-retrieval" and result["n_queries"] == 1000
+    assert result["n_database"] == 300 and set(result["metrics"]) == {"float", "binary"}
+    queries = codes["test"].take(fmnist_query_indices(1000))
+    want = retrieval_metrics(queries.float, codes["train"].float, queries.labels,
+                             codes["train"].labels, kind="float")
+    assert result["metrics"]["float"] == want
+    with pytest.raises(ConfigError, match="needs a Fashion-MNIST run"):
+        evaluate_run(_fake_run("digits", codes), "fmnist-retrieval", progress=False)
+    with pytest.raises(ConfigError, match="needs a Fashion-MNIST run trained with data.classes"):
+        evaluate_run(_fake_run("fmnist", codes), "fmnist-openset", progress=False)
+
+
+def test_openset_protocol_on_synthetic_codes() -> None:
+    from hashlab.eval.protocols import evaluate_run
+
+    codes = {"test": _codes(3, 800)}
+    run = _fake_run("FMNIST", codes, classes=[0, 1, 2, 3, 4, 5])
+    result = evaluate_run(run, "fmnist-openset", progress=False)
+    unseen = int(np.isin(codes["test"].labels, [6, 7, 8, 9]).sum())
+    assert result["n_queries"] == result["n_database"] == unseen
+    for kind in ("float", "binary"):
+        m = result["metrics"][kind]
+        assert m["n_ranked"] == unseen - 1 and m["n_pairs"] == 6000
+
+
+def test_index_option_is_refused_by_protocols_without_index_support() -> None:
+    from hashlab.errors import ConfigError
+    from hashlab.eval.protocols import evaluate_run
+
+    for name in ("fmnist-openset", "fmnist-dph"):
+        with pytest.raises(ConfigError, match="--index works with protocols fmnist-retrieval, "
+                                              f"retrieval, not '{name}'"):
+            evaluate_run(None, name, index_dir="anywhere")  # type: ignore[arg-type]
+
+
+def _retrieval_result(protocol: str, kinds: tuple[str, ...], openset: bool = False
+                      ) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for i, kind in enumerate(kinds):
+        m = {"mAP@all": 0.51234 + i, "P@100": 0.3, "R@100": 0.2, "n_queries": 10,
+             "kind": kind, "nbits": 64 if kind == "binary" else None}
+        if not openset:
+            m.update({"mAP@100": 0.4, "mAP@1000": 0.61236, "P@1000": 0.25})
+        if kind == "binary":
+            m.update({"P@r2": 0.912345, "R@r2": 0.1})
+        if openset:
+            m.update({"verification_accuracy": 0.87654, "TAR@FAR=0.001": 0.05, "n_pairs": 6000})
+        metrics[kind] = m
+    return {"protocol": protocol, "n_queries": 10, "n_database": 20, "metrics": metrics,
+            "seconds": 1.0}
+
+
+@pytest.mark.parametrize("protocol", ["fmnist-retrieval", "retrieval", "no-such-protocol"])
+def test_result_rows_of_retrieval_protocols(protocol: str) -> None:
+    from hashlab.eval.report import result_rows
+
+    both = _retrieval_result(protocol, ("float", "binary"))
+    assert result_rows(both) == [
+        ("float mAP@all", "0.5123"),
+        ("64-bit mAP@all", "1.5123"),
+        ("64-bit mAP@1000", "0.6124"),
+        ("64-bit P@100", "0.3000"),
+        ("64-bit precision within radius 2", "0.9123"),
+    ]
+    assert result_rows(_retrieval_result(protocol, ("float",))) == [
+        ("float mAP@all", "0.5123"), ("float mAP@1000", "0.6124"), ("float P@100", "0.3000")]
+    assert result_rows(_retrieval_result(protocol, ("binary",)))[0] == ("64-bit mAP@all",
+                                                                        "0.5123")
+
+
+def test_result_rows_of_openset_protocol() -> None:
+    from hashlab.eval.report import result_rows
+
+    assert result_rows(_retrieval_result("fmnist-openset", ("float", "binary"), True)) == [
+        ("float mAP@all", "0.5123"),
+        ("64-bit mAP@all", "1.5123"),
+        ("64-bit P@100", "0.3000"),
+        ("64-bit precision within radius 2", "0.9123"),
+        ("64-bit verification acc", "0.8765"),
+        ("64-bit TAR@FAR=1e-3", "0.0500"),
+    ]
+    assert result_rows(_retrieval_result("fmnist-openset", ("float",), True)) == [
+        ("float mAP@all", "0.5123"), ("float P@100", "0.3000"),
+        ("float verification acc", "0.8765"), ("float TAR@FAR=1e-3", "0.0500")]

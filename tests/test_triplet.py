@@ -10,20 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hashlab.config import check_kwargs
+from hashlab.diagnostics.triplet_diagram import TripletDiagram
 from hashlab.errors import ConfigError
 from hashlab.losses.center import CenterLoss, SoftmaxCenterLoss
-from hashlab.losses.registry import LOSSES
+from hashlab.losses.distances import pairwise_distance
+from hashlab.losses.miners import all_triplets
+from hashlab.losses.registry import LOSSES, MINERS
 from hashlab.losses.softmax import SoftmaxLoss
 from hashlab.losses.triplet import (
-    MINERS,
     SelectivelyContrastiveLoss,
-    TripletDiagram,
     TripletLoss,
     TripletRegularizedLoss,
-    all_triplets,
-    pairwise_distance,
 )
+from hashlab.registry import check_kwargs
 
 MININGS = ["batch_all", "batch_hard", "semi_hard"]
 
@@ -368,7 +367,7 @@ def test_registry_names_signatures_and_logits():
             check_kwargs(factory, {"bogus": 1}, "loss.args")
     t = LOSSES.build("triplet", num_classes=10, dim=8, margin=0.3, mining="batch_hard",
                      distance="cosine", normalize=True)
-    assert isinstance(t, TripletLoss) and (t.margin, t.mining, t.distance) == (0.3, "batch_hard",
+    assert isinstance(t, TripletLoss) and (t.margin, t.mining, t.distance) == (0.3, "batch-hard",
                                                                                 "cosine")
     assert not hasattr(t, "logits")
     s = LOSSES.build("selective_contrastive", num_classes=10, dim=8, tau=0.2, lam=0.5)
@@ -376,12 +375,12 @@ def test_registry_names_signatures_and_logits():
     assert not hasattr(s, "logits")
     st = LOSSES.build("softmax_triplet", num_classes=10, dim=8)
     assert isinstance(st, TripletRegularizedLoss) and isinstance(st.classifier, SoftmaxLoss)
-    assert (st.weight, st.triplet.margin, st.triplet.mining) == (1.0, 0.2, "semi_hard")
+    assert (st.weight, st.triplet.margin, st.triplet.mining) == (1.0, 0.2, "semi-hard")
     assert st.logits(torch.randn(3, 8)).shape == (3, 10)
     c = LOSSES.build("center", num_classes=10, dim=8)
     assert isinstance(c, SoftmaxCenterLoss) and c.weight == 0.01
     assert c.logits(torch.randn(3, 8)).shape == (3, 10)
-    assert set(MINERS) == set(MININGS)
+    assert set(MINERS) == {m.replace("_", "-") for m in MININGS}
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -464,3 +463,25 @@ def test_triplet_diagram_random_mode_hexbin_and_empty(tmp_path):
     assert (tmp_path / "empty.png").exists()
     diagram.reset()
     assert diagram.to_dict()["num_triplets"] == 0
+
+
+def test_miners_distances_and_reductions_are_registered_and_share_one_hinge():
+    from hashlab.losses.hashing import EuclideanTripletLoss, HammingTripletLoss
+    from hashlab.losses.registry import DISTANCES, REDUCTIONS
+    from hashlab.losses.triplet import MinedTripletLoss
+
+    assert {"euclidean", "cosine", "hamming"} <= set(DISTANCES)
+    assert set(REDUCTIONS) == {"avg-nonzero", "mean"}
+    loss = TripletLoss(mining="Batch_Hard", reduction="avg_nonzero")  # old spellings
+    assert (loss.mining, loss.reduction) == ("batch-hard", "avg-nonzero")
+    with pytest.raises(ValueError, match="mining: unknown miner 'hardest'"):
+        TripletLoss(mining="hardest")
+    for cls in (TripletLoss, HammingTripletLoss, EuclideanTripletLoss):
+        assert issubclass(cls, MinedTripletLoss)
+        assert cls.triplet_loss is MinedTripletLoss.triplet_loss
+    x, labels = pk_batch(4, 3, 6, seed=2)
+    loss = TripletLoss(0.5, "batch_all")
+    value = loss(x, labels)
+    assert loss.last_num_triplets == 4 * 3 * 2 * 9 and 0 < loss.last_num_active
+    torch.testing.assert_close(pairwise_distance(x, "hamming"), 0.5 * (6 - x @ x.T))
+    assert value.item() > 0

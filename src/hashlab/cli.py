@@ -11,9 +11,30 @@ import numpy as np
 import typer
 
 from hashlab.errors import HashlabError
+from hashlab.registry import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hashlab: train, encode, index, search and evaluate compact image codes.")
+
+
+def _choices(module: str, name: str) -> str:
+    """``a|b|c``: the keys of a registry, for help texts (never typed by hand)."""
+    import importlib
+
+    return "|".join(getattr(importlib.import_module(module), name).names())
+
+
+@app.callback()
+def _main(
+    plugin: Annotated[list[str] | None, typer.Option(
+        "--plugin", help="import this module or package first, so that the losses, datasets, "
+                         "index kinds, ... it registers can be used (repeatable; also "
+                         "$HASHLAB_PLUGINS)")] = None,
+) -> None:
+    try:
+        load_plugins(plugin or [])
+    except HashlabError as exc:
+        _fail(exc)
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 DEMO_CONFIG = "fmnist/hash64"
@@ -45,35 +66,6 @@ def _format_table(rows: list[tuple[str, str]], title: str) -> str:
     out += [f"| {k:<{width}} | {v:>{vwidth}} |" for k, v in rows]
     out.append(line)
     return "\n".join(out)
-
-
-ROW_LABELS = {"mAP@all": "mAP@all", "mAP@1000": "mAP@1000", "P@100": "P@100",
-              "P@r2": "precision within radius 2", "verification_accuracy": "verification acc",
-              "TAR@FAR=0.001": "TAR@FAR=1e-3"}
-
-
-def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """Table rows of an evaluation result: every reported metric of the binary code, and of the
-    float code (only mAP@all when a binary code is reported too, to keep the table short)."""
-    m = result["metrics"]
-    rows: list[tuple[str, str]] = []
-    if "category" in m and "attribute" in m:  # fmnist-dph
-        c, a, comb = m["category"], m["attribute"], m["combined"]
-        rows.append((f"category mAP@all ({c['nbits']}-bit)", f"{c['mAP@all']:.4f}"))
-        rows.append((f"attribute mAP ({a['n_combinations']} combinations)", f"{a['mAP']:.4f}"))
-        for key in ("R@100", "R@1000", "mAP"):
-            rows.append((f"combined {key}", f"{comb[key]:.4f}"))
-        rows.append(("code → category accuracy", f"{m['code_classifier_accuracy']:.4f}"))
-        return rows
-    for kind in ("float", "binary"):
-        if kind not in m:
-            continue
-        prefix = "float" if kind == "float" else f"{m[kind]['nbits']}-bit"
-        keys = ["mAP@all"] if kind == "float" and "binary" in m else list(ROW_LABELS)
-        for key in keys:
-            if key in m[kind]:
-                rows.append((f"{prefix} {ROW_LABELS[key]}", f"{m[kind][key]:.4f}"))
-    return rows
 
 
 @app.command()
@@ -133,7 +125,8 @@ def encode(
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
-    protocol: Annotated[str, typer.Option(help="fmnist-retrieval, fmnist-openset or retrieval")]
+    protocol: Annotated[str, typer.Option(
+        help=f"evaluation protocol: {_choices('hashlab.eval.registry', 'PROTOCOLS')}")]
     = "fmnist-retrieval",
     out: Annotated[Path | None, typer.Option(help="output JSON (default RUN/eval/PROTOCOL.json)")]
     = None,
@@ -145,6 +138,7 @@ def evaluate(
     """Evaluate a run with a retrieval protocol; prints a table and writes JSON."""
     from hashlab.encode import TrainedRun
     from hashlab.eval.protocols import evaluate_run
+    from hashlab.eval.report import result_rows
     from hashlab.io import atomic_write_json
 
     try:
@@ -154,7 +148,7 @@ def evaluate(
     suffix = f"-index-{result['index']['kind']}" if index is not None else ""
     path = out or run / "eval" / f"{protocol}{suffix}.json"
     atomic_write_json(path, result)
-    typer.echo(_format_table(summary_rows(result), f"{protocol} on {run}"))
+    typer.echo(_format_table(result_rows(result), f"{protocol} on {run}"))
     typer.echo(f"written {path}")
 
 
@@ -171,6 +165,7 @@ def demo(
     from hashlab.config import load_config
     from hashlab.encode import TrainedRun
     from hashlab.eval.protocols import evaluate_run
+    from hashlab.eval.report import result_rows
     from hashlab.io import atomic_write_json
     from hashlab.train.engine import CHECKPOINT, FINAL_MODEL, Trainer
 
@@ -194,7 +189,7 @@ def demo(
     total = time.perf_counter() - start
     result["seconds_total"], result["seconds_train"] = total, train_seconds
     atomic_write_json(directory / "eval" / "demo.json", result)
-    rows = summary_rows(result)
+    rows = result_rows(result)
     rows.append(("time taken (train + encode + eval)", f"{total:.0f} s"))
     typer.echo(_format_table(rows, f"hashlab demo: {cfg.eval.protocol}, {cfg.name}"))
 
@@ -203,8 +198,9 @@ def demo(
 def index(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
     split: Annotated[str, typer.Option(help="split whose codes fill the index")] = "train",
-    kind: Annotated[str, typer.Option(help="binary: flat|hash|multihash|ivf|hnsw; "
-                                            "float: flat|hnsw|ivfpq")] = "flat",
+    kind: Annotated[str, typer.Option(
+        help=f"index kind; binary: {_choices('hashlab.index.registry', 'BINARY_KINDS')}; "
+             f"float: {_choices('hashlab.index.registry', 'FLOAT_KINDS')}")] = "flat",
     code: Annotated[str, typer.Option(help="binary (Hamming) or float (cosine) codes")]
     = "binary",
     out: Annotated[Path | None, typer.Option(help="index directory (default RUN/index-SPLIT-KIND)")]
@@ -275,17 +271,10 @@ def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None
             raise HashlabError(f"--ids {bad} are not in the {source['split']} split "
                                f"(0..{len(codes) - 1})")
         sel = np.asarray(ids)
-        return _take(codes, sel), [f"{source['split']}:{i}" for i in ids]
+        return codes.take(sel), [f"{source['split']}:{i}" for i in ids]
     codes = trained.encode(split, progress=progress)
     sel = np.arange(min(limit or len(codes), len(codes)))
-    return _take(codes, sel), [f"{split}:{i}" for i in sel]
-
-
-def _take(codes: Any, sel: Any) -> Any:
-    from hashlab.encode import Codes
-
-    bits = codes.bits[sel] if codes.bits is not None else None
-    return Codes(codes.float[sel], bits, codes.labels[sel], codes.nbits)
+    return codes.take(sel), [f"{split}:{i}" for i in sel]
 
 
 @app.command()
@@ -341,6 +330,36 @@ def search(
             typer.echo(f"{r['query']}: {shown}{more}")
         if len(results) > 20:
             typer.echo(f"... {len(results) - 20} more queries (use --out for all)")
+
+
+@app.command("list")
+def list_methods(
+    family: Annotated[str | None, typer.Argument(
+        help="one family (losses, hashers, binary-index-kinds, ...); default: all")] = None,
+    markdown: Annotated[bool, typer.Option(help="print Markdown tables (as in docs/)")] = False,
+) -> None:
+    """List every registered method: name, aliases, one-line description and defaults."""
+    from hashlab.docgen import family_table, format_defaults
+    from hashlab.registry import all_families
+
+    families = all_families()
+    if family is not None:
+        key = family.strip().lower().replace("_", "-")
+        if key not in families:
+            _fail(HashlabError(f"unknown family {family!r}; known: {', '.join(sorted(families))}"))
+        families = {key: families[key]}
+    for name, registry in families.items():
+        entries = registry.entries()
+        if markdown:
+            typer.echo(f"## {name}\n\n{family_table(registry)}")
+            continue
+        typer.secho(f"{name} ({len(entries)}): {registry.description}", bold=True)
+        for e in entries:
+            aliases = f" (alias {', '.join(e.aliases)})" if e.aliases else ""
+            typer.echo(f"  {e.name}{aliases}: {e.description}")
+            if e.defaults:
+                typer.echo(f"      defaults: {format_defaults(e.defaults)}")
+        typer.echo("")
 
 
 @app.command()

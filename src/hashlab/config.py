@@ -7,17 +7,16 @@ Every field has a type and a default; unknown keys, wrong types and out-of-range
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from hashlab.errors import ConfigError
+from hashlab.errors import ConfigError, HashlabError
 
 
 @dataclass
@@ -79,23 +78,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"
+    backbone: str = "small-cnn"  # a name in BACKBONES (hashlab list backbones)
     backbone_args: dict[str, Any] = field(default_factory=dict)
-    head: str = "hash"  # a name in hashlab.models.HEADS: hash, embedding, dph, ...
+    head: str = "hash"  # a name in HEADS (hashlab list heads)
     head_args: dict[str, Any] = field(default_factory=dict)
     dim: int = 64
 
     def validate(self, path: str) -> None:
         _check(self.dim > 0, f"{path}.dim", "must be > 0")
-        from hashlab.models import HEADS
-
-        _check(self.head in HEADS.names(), f"{path}.head",
-               f"unknown head {self.head!r}; choose from {sorted(HEADS.names())}")
 
 
 @dataclass
 class LossConfig:
-    name: str = "hash_ce"
+    name: str = "hash-ce"  # a name in LOSSES (hashlab list losses)
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -173,6 +168,9 @@ class RunConfig:
 
     name: str = "run"
     seed: int = 0
+    # modules or packages to import before the names below are looked up: a user's own losses,
+    # backbones, datasets, ... registered from outside hashlab (see docs/contributing.md)
+    plugins: list[str] = field(default_factory=list)
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -181,6 +179,25 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, path: str) -> None:
+        """Load the plug-ins, then check every registered name (the key names the field)."""
+        from hashlab.data.registry import DATASETS
+        from hashlab.eval.registry import PROTOCOLS
+        from hashlab.losses.registry import LOSSES
+        from hashlab.models.registry import BACKBONES, HEADS
+        from hashlab.registry import load_plugins
+
+        load_plugins(self.plugins)
+        for registry, key, value in ((DATASETS, "data.dataset", self.data.dataset),
+                                     (BACKBONES, "model.backbone", self.model.backbone),
+                                     (HEADS, "model.head", self.model.head),
+                                     (LOSSES, "loss.name", self.loss.name),
+                                     (PROTOCOLS, "eval.protocol", self.eval.protocol)):
+            try:
+                registry.canonical(value)
+            except HashlabError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -318,14 +335,3 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, An
             node = child
         node[parts[-1]] = yaml.safe_load(raw)
     return data
-
-
-def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], key: str) -> None:
-    """Raise ConfigError naming ``key.arg`` if ``kwargs`` has an argument ``factory`` lacks."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    for name in kwargs:
-        if name not in params:
-            allowed = ", ".join(p for p in params if p not in ("num_classes", "dim", "in_channels"))
-            raise ConfigError(f"{key}.{name}: unknown argument; allowed: {allowed or 'none'}")

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hashlab.config import RunConfig, from_dict
+from hashlab.data.facts import TrainData
 from hashlab.data.registry import load_dataset
 from hashlab.errors import CheckpointError
 from hashlab.io import atomic_write
@@ -31,6 +32,11 @@ class Codes:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, indices: Any) -> Codes:
+        """The codes at ``indices`` (integer positions or a boolean mask), in that order."""
+        bits = self.bits[indices] if self.bits is not None else None
+        return Codes(self.float[indices], bits, self.labels[indices], self.nbits)
 
     def save(self, path: str | Path) -> Path:
         arrays: dict[str, Any] = {"float": self.float, "labels": self.labels}
@@ -64,8 +70,10 @@ class TrainedRun:
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
         attributes = self.meta.get("attributes")
-        self.loss_fn = build_loss(self.config, self.meta["num_classes"],
-                                  len(attributes) if attributes else None)
+        # the loss's parameters are restored below; its factory only needs the shapes
+        self.loss_fn = build_loss(self.config, TrainData(
+            self.meta["num_classes"], np.empty(0, dtype=np.int64),
+            np.empty((0, len(attributes)), dtype=np.int64) if attributes else None, attributes))
         self.loss_fn.load_state_dict(state["loss"])
         self._mtime = path.stat().st_mtime_ns
 

@@ -15,7 +15,7 @@ from hashlab.data.fashion_mnist import (
 )
 from hashlab.data.idx import content_sha256, read_idx, read_idx_header, write_idx
 from hashlab.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
-from hashlab.data.registry import DATASETS, dataset_names, load_dataset, register_dataset
+from hashlab.data.registry import DATASETS, dataset_names, load_dataset, resolve_dataset_name
 
 __all__ = [
     "DATASETS",
@@ -36,6 +36,6 @@ __all__ = [
     "load_fashion_mnist",
     "read_idx",
     "read_idx_header",
-    "register_dataset",
+    "resolve_dataset_name",
     "write_idx",
 ]

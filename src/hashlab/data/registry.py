@@ -1,63 +1,37 @@
-"""Datasets by name: ``load_dataset("fashion-mnist", "train")`` and friends."""
+"""Datasets by name: ``load_dataset("fashion-mnist", "train")`` and friends.
+
+``DATASETS`` is the dataset registry: a loader ``loader(split, root=None, download=True,
+**data_args)`` registered with ``@DATASETS.register("name", *aliases)`` from any module of
+:mod:`hashlab.data` (the built-in ones are in :mod:`hashlab.data.loaders`). Unknown names raise
+:class:`~hashlab.errors.DataError`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-from hashlab.data.arrays import ArrayDataset, Norm, resize_images
-from hashlab.data.digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits_split
-from hashlab.data.fashion_mnist import (
-    FASHION_MNIST_CLASSES,
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    load_fashion_mnist,
-)
-from hashlab.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, scan_class_folders
+from hashlab.data.arrays import ArrayDataset
+from hashlab.data.image_folder import ImageFolderDataset
 from hashlab.errors import DataError
+from hashlab.registry import Registry
 
 AnyDataset = ArrayDataset | ImageFolderDataset
 DatasetLoader = Callable[..., AnyDataset]
 
-#: canonical name -> loader(split, root=None, download=True, **kwargs)
-DATASETS: dict[str, DatasetLoader] = {}
-#: alias -> canonical name
-DATASET_ALIASES: dict[str, str] = {}
-#: sub-folder names of an image folder treated as splits when collecting class names
-SPLIT_FOLDERS: tuple[str, ...] = ("train", "test", "val")
-
-
-def register_dataset(name: str, *aliases: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Decorator registering a loader under ``name`` (and ``aliases``)."""
-
-    def decorator(loader: DatasetLoader) -> DatasetLoader:
-        for key in (name, *aliases):
-            if key in DATASETS or key in DATASET_ALIASES:
-                raise ValueError(f"dataset {key!r} is registered twice")
-        DATASETS[name] = loader
-        DATASET_ALIASES.update({alias: name for alias in aliases})
-        return loader
-
-    return decorator
+DATASETS: Registry[AnyDataset] = Registry(
+    "dataset", packages=("hashlab.data",), error=DataError,
+    description="image datasets: loader(split, root=None, download=True, **args)")
 
 
 def dataset_names() -> list[str]:
     """Canonical dataset names, sorted."""
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def resolve_dataset_name(name: str) -> str:
     """Canonical name for ``name`` (case-, ``_``/``-``-insensitive; aliases allowed)."""
-    key = name.strip().lower().replace("_", "-")
-    key = DATASET_ALIASES.get(key, key)
-    if key not in DATASETS:
-        known = ", ".join(
-            n + "".join(f" (alias {a})" for a, c in sorted(DATASET_ALIASES.items()) if c == n)
-            for n in dataset_names()
-        )
-        raise DataError(f"unknown dataset {name!r}; known: {known}")
-    return key
+    return DATASETS.canonical(name)
 
 
 def load_dataset(
@@ -68,81 +42,4 @@ def load_dataset(
     **kwargs: object,
 ) -> AnyDataset:
     """Load dataset ``name``'s ``split``; extra keyword arguments go to its loader."""
-    return DATASETS[resolve_dataset_name(name)](split, root=root, download=download, **kwargs)
-
-
-@register_dataset("fashion-mnist", "fmnist")
-def _fashion_mnist(
-    split: str,
-    root: str | os.PathLike[str] | None = None,
-    download: bool = True,
-    normalize: bool = True,
-    verify: bool = False,
-    image_size: int | tuple[int, int] | None = None,
-) -> ArrayDataset:
-    """Fashion-MNIST ``train``/``test``; normalised with mean 0.2860, std 0.3530 by default.
-
-    ``image_size`` (int or (height, width)) resizes the 28x28 images once, bilinearly.
-    """
-    images, labels = load_fashion_mnist(split, root=root, download=download, verify=verify)  # type: ignore[arg-type]
-    if image_size is not None:
-        images = resize_images(images, image_size)
-    mean, std = (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if normalize else (None, None)
-    return ArrayDataset(images, labels, FASHION_MNIST_CLASSES, mean, std)
-
-
-@register_dataset("digits")
-def _digits(
-    split: str,
-    root: str | os.PathLike[str] | None = None,
-    download: bool = True,
-    normalize: bool = True,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    image_size: int | tuple[int, int] | None = None,
-) -> ArrayDataset:
-    """scikit-learn digits ``train``/``test``/``all`` (``root`` and ``download`` are unused).
-
-    ``image_size`` (int or (height, width)) resizes the 8x8 images once, bilinearly.
-    """
-    images, labels = load_digits_split(split, test_fraction=test_fraction, seed=seed)  # type: ignore[arg-type]
-    if image_size is not None:
-        images = resize_images(images, image_size)
-    mean, std = (DIGITS_MEAN, DIGITS_STD) if normalize else (None, None)
-    return ArrayDataset(images, labels, DIGITS_CLASSES, mean, std)
-
-
-def _split_classes(base: Path, split: str, extensions: Sequence[str]) -> list[str]:
-    """Sorted union of the non-empty class folders over the split sub-folders of ``base``."""
-    names: set[str] = set()
-    for name in dict.fromkeys((*SPLIT_FOLDERS, split)):
-        if (base / name).is_dir():
-            found = scan_class_folders(base / name, extensions)
-            names.update(n for n, files in found.items() if files)
-    return sorted(names)
-
-
-@register_dataset("image-folder")
-def _image_folder(
-    split: str,
-    root: str | os.PathLike[str] | None = None,
-    download: bool = True,
-    image_size: int | tuple[int, int] | None = None,
-    mode: str = "RGB",
-    extensions: Sequence[str] = IMAGE_EXTENSIONS,
-    classes: Sequence[str] | None = None,
-    mean: Norm = None,
-    std: Norm = None,
-) -> ImageFolderDataset:
-    """``root/<split>/<class>/*`` if ``root/<split>`` exists, else ``root/<class>/*``.
-
-    With split sub-folders, class indices come from the union of their class names, so they
-    agree between splits.
-    """
-    if root is None:
-        raise DataError("dataset 'image-folder' needs root=<folder with one sub-folder per class>")
-    base = Path(root).expanduser()
-    folder = base / split if split and (base / split).is_dir() else base
-    if classes is None and folder != base:
-        classes = _split_classes(base, split, extensions) or None
-    return ImageFolderDataset(folder, image_size, mode, extensions, classes, mean, std)  # type: ignore[arg-type]
+    return DATASETS.get(name)(split, root=root, download=download, **kwargs)

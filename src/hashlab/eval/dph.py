@@ -18,6 +18,9 @@ bit-functionality analysis. Every ranking goes through :mod:`hashlab.index`.
 * **Bit functionality** — for each bit, flip it in every test code and measure the drop in
   category accuracy and in mean attribute accuracy of the code classifiers: a bit that serves
   categories costs category accuracy when flipped, and so on. Plotted per bit.
+
+The ``fmnist-dph`` protocol (registered here, with its own table rows :func:`dph_rows`) uses
+the fmnist-retrieval queries and database. Definitions: ``docs/protocols.md``.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ import numpy as np
 
 from hashlab.encode import Codes, TrainedRun
 from hashlab.errors import ConfigError
-from hashlab.eval.index_metrics import index_retrieval_metrics
-from hashlab.eval.metrics import ap_from_relevance
-from hashlab.eval.protocols import (
-    PROTOCOLS,
-    _subset,
+from hashlab.eval.common import (
+    FASHION_MNIST,
     binary_index_metrics,
     fmnist_query_indices,
+    is_dataset,
+    protocol_result,
 )
+from hashlab.eval.index_metrics import index_retrieval_metrics
+from hashlab.eval.metrics import ap_from_relevance
+from hashlab.eval.registry import PROTOCOLS
 from hashlab.index import BinaryIndex, FloatIndex, unpack_bits
 from hashlab.models.dph import attribute_probabilities, category_probabilities
 
@@ -49,6 +54,8 @@ __all__ = [
     "bit_functionality",
     "plot_bit_functionality",
     "dph_metrics",
+    "dph_rows",
+    "fmnist_dph",
 ]
 
 _EPS = 1e-7
@@ -231,25 +238,36 @@ def dph_metrics(run: TrainedRun, queries: Codes, database: Codes, query_attribut
             "code_classifier_accuracy": float((q_cat == queries.labels).mean())}
 
 
-@PROTOCOLS.register("fmnist-dph")
+def dph_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table rows of a DPH result: category, attribute and combined retrieval, and the accuracy
+    of the category classifier on the codes."""
+    m = result["metrics"]
+    c, a, comb = m["category"], m["attribute"], m["combined"]
+    rows = [(f"category mAP@all ({c['nbits']}-bit)", f"{c['mAP@all']:.4f}"),
+            (f"attribute mAP ({a['n_combinations']} combinations)", f"{a['mAP']:.4f}")]
+    rows += [(f"combined {key}", f"{comb[key]:.4f}") for key in ("R@100", "R@1000", "mAP")]
+    rows.append(("code → category accuracy", f"{m['code_classifier_accuracy']:.4f}"))
+    return rows
+
+
+@PROTOCOLS.register("fmnist-dph", rows=dph_rows, index=False)
 def fmnist_dph(run: TrainedRun, progress: bool = True, batch_size: int = 1024) -> dict[str, Any]:
     """fmnist-retrieval's queries and database, evaluated for a DPH run (``loss.name: dph``)."""
     from hashlab.data.attributes import resolve_attributes
 
     cfg = run.config.data
-    if cfg.dataset not in ("fashion-mnist", "fmnist") or cfg.attributes is None:
+    if not is_dataset(cfg.dataset, FASHION_MNIST) or cfg.attributes is None:
         raise ConfigError("protocol fmnist-dph needs a Fashion-MNIST run trained with "
                           "data.attributes (e.g. data.attributes: fmnist) and loss.name: dph")
     start = time.perf_counter()
     database = run.encode("train", batch_size=batch_size, progress=progress)
     test = run.encode("test", batch_size=batch_size, progress=progress)
     qi = fmnist_query_indices(len(test))
-    queries = _subset(test, qi)
+    queries = test.take(qi)
     db_attr, names = resolve_attributes(cfg.attributes, run.load_split("train"))
     test_attr, _ = resolve_attributes(cfg.attributes, run.load_split("test"))
     metrics = dph_metrics(run, queries, database, test_attr[qi], db_attr, progress=progress)
     plot = plot_bit_functionality(metrics["bit_functionality"],
                                   run.run_dir / "eval" / "dph_bit_functionality.png")
-    return {"protocol": "fmnist-dph", "n_queries": len(queries), "n_database": len(database),
-            "attributes": names, "metrics": metrics, "bit_plot": str(plot),
-            "seconds": time.perf_counter() - start}
+    return protocol_result("fmnist-dph", queries, database, metrics, start, attributes=names,
+                           bit_plot=str(plot))

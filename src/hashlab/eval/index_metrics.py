@@ -16,7 +16,9 @@ IVF probing or HNSW graph search, not only exhaustive ranking.
 * ``exclude_self=True``: each query's own id (``query_ids``) is dropped from its results and
   from its relevant count.
 
-Definitions of the metrics are those of :mod:`hashlab.eval.metrics`.
+Definitions of the metrics are those of :mod:`hashlab.eval.metrics` (``docs/protocols.md``);
+the evaluation loop is the one :func:`retrieval_metrics` runs (``PerQuery.run``), fed with the
+index's results instead of an exhaustive ranking.
 """
 
 from __future__ import annotations
@@ -26,25 +28,27 @@ from typing import Any
 import numpy as np
 
 from hashlab.eval.metrics import (
-    _check_positive_int,
-    _Hits,
-    _PerQuery,
-    _prepare_labels,
-    _relevance,
+    Chunk,
+    Hits,
+    PerQuery,
+    check_topk,
+    prepare_labels,
+    relevance,
 )
 from hashlab.index.binary import BinaryIndex
-from hashlab.index.codes import _to_numpy
+from hashlab.index.codes import to_numpy
 from hashlab.index.floats import FloatIndex
+from hashlab.validation import check_int
 
 __all__ = ["index_retrieval_metrics"]
 
 
 def _labels_by_id(index: Any, ids: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     """(labels of the indexed ids, those ids sorted), checking every indexed id has a label."""
-    ids = _to_numpy(ids, "database_ids")
+    ids = to_numpy(ids, "database_ids")
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"database_ids: expected a 1-D integer array, got {ids.dtype} {ids.shape}")
-    labels = _to_numpy(labels, "database_labels")
+    labels = to_numpy(labels, "database_labels")
     if labels.shape[0] != ids.shape[0]:
         raise ValueError(
             f"database_labels: {labels.shape[0]} labels for {ids.shape[0]} database_ids"
@@ -96,29 +100,27 @@ def index_retrieval_metrics(
     ntotal = index.ntotal
     if ntotal == 0:
         raise ValueError("index is empty: add codes before evaluating")
-    q = _to_numpy(queries, "queries")
+    q = to_numpy(queries, "queries")
     nq = q.shape[0] if q.ndim else 0
     if nq == 0:
         raise ValueError("queries: expected at least one query")
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    if isinstance(topk, (int, np.integer)):
-        topk = (int(topk),)
-    ks = list(dict.fromkeys(_check_positive_int(t, "topk") for t in topk))
+    chunk_size = check_int(chunk_size, "chunk_size")
+    ks = check_topk(topk)
     if radius is not None:
         if not binary:
             raise ValueError("radius: only used with a BinaryIndex (pass radius=None)")
-        radius = _check_positive_int(radius, "radius", minimum=0)
+        radius = check_int(radius, "radius", minimum=0)
     if pr_curve and not binary:
         raise ValueError("pr_curve: only implemented for a BinaryIndex here")
 
     dl_sorted, sid = _labels_by_id(index, database_ids, database_labels)
-    ql, dl, multi = _prepare_labels(query_labels, dl_sorted, nq, sid.size)
+    ql, dl, multi = prepare_labels(query_labels, dl_sorted, nq, sid.size)
 
     self_ids: np.ndarray | None = None
     if exclude_self:
         if query_ids is None:
             raise ValueError("exclude_self=True needs query_ids (the id of each query)")
-        self_ids = _to_numpy(query_ids, "query_ids").astype(np.int64)
+        self_ids = to_numpy(query_ids, "query_ids").astype(np.int64)
         if self_ids.shape != (nq,):
             raise ValueError(f"query_ids: expected {nq} ids, got shape {self_ids.shape}")
         if not np.isin(self_ids, sid).all():
@@ -127,65 +129,51 @@ def index_retrieval_metrics(
         raise ValueError("query_ids is only used with exclude_self=True")
 
     n = ntotal - int(exclude_self)
-    k_rank = n if k is None else min(_check_positive_int(k, "k"), n)
+    k_rank = n if k is None else min(check_int(k, "k"), n)
     k_search = k_rank + int(exclude_self)
     ks_eff = {t: min(t, k_rank) for t in ks}
     nbits = index.nbits if binary else None
     class_counts = None if multi else np.bincount(dl, minlength=int(ql.max(initial=0)) + 1)
-    use_range = binary and radius is not None and index.kind != "hnsw"
+    use_range = binary and radius is not None and index.spec.range_search
 
     n_curve = (nbits + 1) if (pr_curve and binary) else 0
-    acc = _PerQuery(nq, ks_eff, radius if binary else None, n_curve)
     n_returned = 0
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=nq, unit="query", desc=f"index metrics ({index.kind})", disable=not progress)
-    try:
-        for start in range(0, nq, chunk_size):
-            stop = min(start + chunk_size, nq)
-            c = stop - start
-            D, ids = index.search(q[start:stop], k_search)
-            if self_ids is not None:
-                D, ids = _drop_ids(D, ids, self_ids[start:stop], k_rank)
-            found = ids >= 0
-            n_found = found.sum(axis=1)
-            n_returned += int(n_found.sum())
-            pos = _positions(sid, ids, found)
-            qc = ql[start:stop]
-            if multi:
-                full = _relevance(qc, dl, True)
-                rel = np.take_along_axis(full, pos, axis=1) & found
-                n_rel = full.sum(axis=1).astype(np.int64)
+    def rank_chunk(start: int, stop: int) -> Chunk:
+        nonlocal n_returned
+        D, ids = index.search(q[start:stop], k_search)
+        sids = None if self_ids is None else self_ids[start:stop]
+        if sids is not None:
+            D, ids = _drop_ids(D, ids, sids, k_rank)
+        found = ids >= 0
+        n_returned += int(found.sum())
+        pos = _positions(sid, ids, found)
+        qc = ql[start:stop]
+        if multi:
+            full = relevance(qc, dl, True)
+            rel = np.take_along_axis(full, pos, axis=1) & found
+            n_rel = full.sum(axis=1).astype(np.int64)
+        else:
+            rel = dl[pos] == qc[:, None]
+            if not found.all():
+                rel &= found
+            n_rel = class_counts[qc]
+        if sids is not None:
+            n_rel -= _self_relevant(qc, dl, sid, sids, multi)
+        hits = Hits(rel)
+        radius_pr = None
+        if binary and radius is not None:
+            if use_range:
+                radius_pr = _range_precision_recall(index, q[start:stop], radius, qc, dl, sid,
+                                                    multi, n_rel, sids)
             else:
-                rel = dl[pos] == qc[:, None]
-                if not found.all():
-                    rel &= found
-                n_rel = class_counts[qc]
-            if self_ids is not None:
-                n_rel -= _self_relevant(qc, dl, sid, self_ids[start:stop], multi)
-            hits = _Hits(rel)
-            rows = slice(start, stop)
-            acc.add(rows, hits, n_rel)
-            if binary and radius is not None:
-                if use_range:
-                    acc.p_rad[rows], acc.r_rad[rows] = _range_precision_recall(
-                        index, q[start:stop], radius, qc, dl, sid, multi, n_rel,
-                        None if self_ids is None else self_ids[start:stop],
-                    )
-                else:
-                    within = (found & (D <= radius)).sum(axis=1)
-                    acc.p_rad[rows], acc.r_rad[rows] = hits.precision_recall(within, n_rel)
-            if n_curve:
-                acc.add_curve(rows, hits, _counts_within(D, found, nbits), n_rel,
-                              count_retrieved=True)
-            bar.update(c)
-    finally:
-        bar.close()
+                radius_pr = hits.precision_recall((found & (D <= radius)).sum(axis=1), n_rel)
+        return Chunk(hits, n_rel, radius_pr,
+                      _counts_within(D, found, nbits) if n_curve else None)
 
-    out = acc.summary()
-    if n_curve:
-        out["pr_curve"] = {"radius": list(range(nbits + 1)), **acc.curve()}
+    acc = PerQuery(nq, ks_eff, radius if binary else None, n_curve, count_retrieved=True)
+    acc.run(rank_chunk, chunk_size, f"index metrics ({index.kind})", progress)
+    out = acc.report({"radius": list(range(nbits + 1))} if n_curve else None)
     out.update(
         n_queries=nq,
         n_database=ntotal,

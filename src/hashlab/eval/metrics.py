@@ -21,7 +21,11 @@ Conventions (all metrics are averaged over queries):
 Lower-level functions (``*_from_relevance``) work on a ranked relevance matrix
 ``rel_sorted: bool [nq, n]`` (column i = the item at rank i + 1) and return per-query arrays.
 
-Implementation: queries are processed in chunks. Binary: FAISS Hamming distances, cast to
+The definitions, with examples, are in ``docs/protocols.md``.
+
+Implementation: queries are processed in chunks, by one loop (:meth:`PerQuery.run`) shared
+with :func:`hashlab.eval.index_metrics.index_retrieval_metrics`; a *ranker* per kind turns a
+chunk of queries into rankings. Binary: FAISS Hamming distances, cast to
 uint8/uint16 so that numpy's stable argsort is a radix sort. Float: one BLAS matmul of
 L2-normalised float32 rows, then a sort of unique uint64 keys (order-preserving similarity bits,
 database index), which is exact including ties. Metrics come from the positions of the relevant
@@ -31,12 +35,13 @@ items (``np.flatnonzero``, ``bincount``, ``searchsorted``): no Python loop over 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from hashlab.index.codes import _to_numpy, check_packed, hamming_distances
+from hashlab.index.codes import check_packed, hamming_distances, to_numpy
+from hashlab.validation import check_choice, check_int
 
 __all__ = [
     "retrieval_metrics",
@@ -62,20 +67,25 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 # --------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
+def _check_matrix(x: Any, name: str, shape: str) -> np.ndarray:
+    """``x`` as a non-empty 2-D numpy array (``shape`` names its axes in messages)."""
+    arr = to_numpy(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array {shape}, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
+    return arr
+
+
+def check_topk(topk: Any) -> list[int]:
+    """The distinct cut-offs of ``topk`` (an int or a sequence of ints >= 1), in order."""
+    if isinstance(topk, (int, np.integer)):
+        topk = (int(topk),)
+    return list(dict.fromkeys(check_int(k, "topk") for k in topk))
 
 
 def _check_rel_sorted(rel_sorted: Any) -> np.ndarray:
-    rel = _to_numpy(rel_sorted, "rel_sorted")
-    if rel.ndim != 2:
-        raise ValueError(f"rel_sorted: expected a 2-D array [nq, n], got shape {rel.shape}")
-    if rel.shape[0] == 0 or rel.shape[1] == 0:
-        raise ValueError(f"rel_sorted: expected a non-empty array, got shape {rel.shape}")
+    rel = _check_matrix(rel_sorted, "rel_sorted", "[nq, n]")
     if rel.dtype == np.bool_:
         return rel
     if np.issubdtype(rel.dtype, np.integer) or np.issubdtype(rel.dtype, np.floating):
@@ -90,7 +100,7 @@ def _check_n_relevant(n_relevant: Any, found: np.ndarray) -> np.ndarray:
     """Validate ``n_relevant`` (R per query) against the relevant items found in the ranking."""
     if n_relevant is None:
         return found
-    nr = _to_numpy(n_relevant, "n_relevant")
+    nr = to_numpy(n_relevant, "n_relevant")
     if nr.ndim == 0:
         nr = np.full(found.shape[0], nr)
     if nr.shape != found.shape:
@@ -121,7 +131,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _check_labels(labels: Any, n: int, name: str) -> np.ndarray:
-    arr = _to_numpy(labels, name)
+    arr = to_numpy(labels, name)
     if arr.ndim not in (1, 2):
         raise ValueError(
             f"{name}: expected 1-D class labels or 2-D multi-hot labels, got shape {arr.shape}"
@@ -143,7 +153,7 @@ def _check_labels(labels: Any, n: int, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _prepare_labels(
+def prepare_labels(
     query_labels: Any, database_labels: Any, nq: int, ndb: int
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validate labels; return compact (int32 class ids | float32 multi-hot) arrays + is_multi."""
@@ -170,18 +180,18 @@ def _prepare_labels(
 
 def relevance_matrix(query_labels: Any, database_labels: Any) -> np.ndarray:
     """Relevance ``bool [nq, ndb]``: same class (1-D labels) or any shared label (2-D)."""
-    ql0 = _to_numpy(query_labels, "query_labels")
-    dl0 = _to_numpy(database_labels, "database_labels")
+    ql0 = to_numpy(query_labels, "query_labels")
+    dl0 = to_numpy(database_labels, "database_labels")
     if ql0.ndim == 0 or dl0.ndim == 0 or ql0.shape[0] == 0 or dl0.shape[0] == 0:
         raise ValueError(
             "query_labels and database_labels must be non-empty arrays, "
             f"got shapes {ql0.shape} and {dl0.shape}"
         )
-    ql, dl, multi = _prepare_labels(ql0, dl0, ql0.shape[0], dl0.shape[0])
-    return _relevance(ql, dl, multi)
+    ql, dl, multi = prepare_labels(ql0, dl0, ql0.shape[0], dl0.shape[0])
+    return relevance(ql, dl, multi)
 
 
-def _relevance(ql: np.ndarray, dl: np.ndarray, multi: bool) -> np.ndarray:
+def relevance(ql: np.ndarray, dl: np.ndarray, multi: bool) -> np.ndarray:
     if multi:
         return (ql @ dl.T) > 0
     return ql[:, None] == dl[None, :]
@@ -193,11 +203,7 @@ def _relevance(ql: np.ndarray, dl: np.ndarray, multi: bool) -> np.ndarray:
 
 
 def _check_float_codes(x: Any, name: str) -> np.ndarray:
-    arr = _to_numpy(x, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array [N, dim], got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
+    arr = _check_matrix(x, name, "[N, dim]")
     if not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(
             f"{name}: float codes must have a floating dtype, got dtype {arr.dtype} "
@@ -219,28 +225,44 @@ def _l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray((x64 / norms[:, None]).astype(np.float32))
 
 
-def cosine_similarities(queries: Any, database: Any) -> np.ndarray:
-    """Cosine similarities float32 ``[nq, ndb]`` (BLAS matmul of L2-normalised float32 rows)."""
+def _check_same_width(q: np.ndarray, db: np.ndarray, what: str) -> None:
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(
+            f"queries and database must have the same {what}, got {q.shape[1]} and {db.shape[1]}"
+        )
+
+
+def _normalised_pair(queries: Any, database: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Float query and database codes, checked and L2-normalised (float32)."""
     q = _check_float_codes(queries, "queries")
     d = _check_float_codes(database, "database")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(
-            f"queries and database must have the same dimension, got {q.shape[1]} and {d.shape[1]}"
-        )
-    return _l2_normalise(q, "queries") @ _l2_normalise(d, "database").T
+    _check_same_width(q, d, "dimension")
+    return _l2_normalise(q, "queries"), _l2_normalise(d, "database")
+
+
+def cosine_similarities(queries: Any, database: Any) -> np.ndarray:
+    """Cosine similarities float32 ``[nq, ndb]`` (BLAS matmul of L2-normalised float32 rows)."""
+    q, d = _normalised_pair(queries, database)
+    return q @ d.T
 
 
 def _small_uint(max_value: int) -> type[np.unsignedinteger]:
     return np.uint8 if max_value <= np.iinfo(np.uint8).max else np.uint16
 
 
+def _check_scores(x: Any, name: str, dtype: type[np.generic], what: str) -> np.ndarray:
+    """``x`` as a non-empty 2-D array of ``dtype`` (``np.integer`` or ``np.floating``)."""
+    arr = to_numpy(x, name)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-D array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, dtype):
+        raise ValueError(f"{name}: expected {what}, got dtype {arr.dtype}")
+    return arr
+
+
 def rank_by_distance(distances: Any) -> np.ndarray:
     """Ranking ``int64 [nq, n]`` by integer distance ascending, ties by index (stable)."""
-    d = _to_numpy(distances, "distances")
-    if d.ndim != 2 or d.size == 0:
-        raise ValueError(f"distances: expected a non-empty 2-D array, got shape {d.shape}")
-    if not np.issubdtype(d.dtype, np.integer):
-        raise ValueError(f"distances: expected integer distances, got dtype {d.dtype}")
+    d = _check_scores(distances, "distances", np.integer, "integer distances")
     if d.min() < 0:
         raise ValueError("distances: expected non-negative distances")
     dmax = int(d.max())
@@ -282,11 +304,7 @@ def _key_columns(key: np.ndarray) -> np.ndarray:
 
 def rank_by_similarity(similarities: Any) -> np.ndarray:
     """Ranking ``int64 [nq, n]`` by similarity descending, ties by index."""
-    s = _to_numpy(similarities, "similarities")
-    if s.ndim != 2 or s.size == 0:
-        raise ValueError(f"similarities: expected a non-empty 2-D array, got shape {s.shape}")
-    if not np.issubdtype(s.dtype, np.floating):
-        raise ValueError(f"similarities: expected a floating dtype, got dtype {s.dtype}")
+    s = _check_scores(similarities, "similarities", np.floating, "a floating dtype")
     if np.isnan(s).any():
         raise ValueError("similarities: contains NaN")
     if s.dtype != np.float32 or s.shape[1] >= 2**32:
@@ -303,7 +321,7 @@ def rank_by_similarity(similarities: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-class _Hits:
+class Hits:
     """The relevant items of a ranked relevance matrix ``bool [nq, n]``, row-major."""
 
     def __init__(self, rel: np.ndarray) -> None:
@@ -347,12 +365,25 @@ class _Hits:
         return _safe_div(hit, n_ret), _safe_div(hit, n_rel)
 
 
-class _PerQuery:
-    """Per-query metrics of a chunked evaluation, averaged once at the end so that chunking
-    does not change them. ``ks_eff`` maps each reported k to the cut-off actually used."""
+class Chunk(NamedTuple):
+    """What a ranking of a chunk of queries gives the shared loop."""
 
-    def __init__(self, nq: int, ks_eff: dict[int, int], radius: int | None, n_curve: int) -> None:
+    hits: Hits  # the relevant items of each query's ranking
+    n_rel: np.ndarray  # R of each query (all relevant items, retrieved or not)
+    radius_pr: tuple[np.ndarray, np.ndarray] | None = None  # P@r, R@r of each query
+    cutoffs: np.ndarray | None = None  # [c, points]: items retrieved at each PR-curve point
+
+
+class PerQuery:
+    """Per-query metrics of a chunked evaluation, averaged once at the end so that chunking
+    does not change them. ``ks_eff`` maps each reported k to the cut-off actually used;
+    ``n_curve`` is the number of PR-curve points (0: no curve); with ``count_retrieved`` the
+    curve also reports the mean number retrieved per point."""
+
+    def __init__(self, nq: int, ks_eff: dict[int, int], radius: int | None, n_curve: int,
+                 count_retrieved: bool = False) -> None:
         self.nq, self.ks_eff, self.radius = nq, ks_eff, radius
+        self.count_retrieved = count_retrieved
         self.ap_all = np.zeros(nq)
         self.ap_k = {k: np.zeros(nq) for k in ks_eff}
         self.p_k = {k: np.zeros(nq) for k in ks_eff}
@@ -361,10 +392,24 @@ class _PerQuery:
         self.p_rad, self.r_rad = np.zeros(nq), np.zeros(nq)
         self.curve_p, self.curve_r = np.zeros((nq, n_curve)), np.zeros((nq, n_curve))
         self.curve_n = np.zeros(n_curve, dtype=np.int64)
-        self.counted = False  # whether curve_n holds numbers retrieved
 
-    def add(self, rows: slice, hits: _Hits, n_rel: np.ndarray) -> None:
-        """AP, AP@k, P@k, R@k of the queries ``rows`` (R = ``n_rel``)."""
+    def run(self, rank_chunk: Callable[[int, int], Chunk], chunk_size: int, desc: str,
+            progress: bool) -> None:
+        """The evaluation loop: ``rank_chunk(start, stop)`` ranks queries ``start:stop``."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.nq, unit="query", desc=desc, disable=not progress)
+        try:
+            for start in range(0, self.nq, chunk_size):
+                stop = min(start + chunk_size, self.nq)
+                self.add(slice(start, stop), rank_chunk(start, stop))
+                bar.update(stop - start)
+        finally:
+            bar.close()
+
+    def add(self, rows: slice, chunk: Chunk) -> None:
+        """The metrics of the queries ``rows``."""
+        hits, n_rel = chunk.hits, chunk.n_rel
         self.n_rel[rows] = n_rel
         self.ap_all[rows] = hits.ap_all(n_rel)
         for k, ke in self.ks_eff.items():
@@ -372,14 +417,12 @@ class _PerQuery:
             top = hits.top_count(ke)
             self.p_k[k][rows] = top / float(ke)
             self.r_k[k][rows] = _safe_div(top, n_rel)
-
-    def add_curve(self, rows: slice, hits: _Hits, n_retrieved: np.ndarray, n_rel: np.ndarray,
-                  count_retrieved: bool) -> None:
-        """Precision / recall at the cut-offs ``n_retrieved [c, points]`` of the queries."""
-        self.curve_p[rows], self.curve_r[rows] = hits.precision_recall(n_retrieved, n_rel)
-        if count_retrieved:
-            self.curve_n += n_retrieved.sum(axis=0)
-            self.counted = True
+        if chunk.radius_pr is not None:
+            self.p_rad[rows], self.r_rad[rows] = chunk.radius_pr
+        if chunk.cutoffs is not None:
+            self.curve_p[rows], self.curve_r[rows] = hits.precision_recall(chunk.cutoffs, n_rel)
+            if self.count_retrieved:
+                self.curve_n += chunk.cutoffs.sum(axis=0)
 
     def summary(self) -> dict[str, Any]:
         """``mAP@all``, ``mAP@k``, ``P@k``, ``R@k`` and, with a radius, ``P@r`` / ``R@r``."""
@@ -392,12 +435,16 @@ class _PerQuery:
             out[f"R@r{self.radius}"] = float(self.r_rad.mean())
         return out
 
-    def curve(self) -> dict[str, list]:
-        """Mean precision, recall (and, if counted, number retrieved) per curve point."""
-        out = {"precision": self.curve_p.mean(axis=0).tolist(),
-               "recall": self.curve_r.mean(axis=0).tolist()}
-        if self.counted:
-            out["n_retrieved"] = (self.curve_n / self.nq).tolist()
+    def report(self, curve_axis: dict[str, list] | None) -> dict[str, Any]:
+        """:meth:`summary` plus, when ``curve_axis`` (the curve points) is given,
+        ``pr_curve``: the points, mean precision, recall and (if counted) number retrieved."""
+        out = self.summary()
+        if curve_axis is not None:
+            curve = {**curve_axis, "precision": self.curve_p.mean(axis=0).tolist(),
+                     "recall": self.curve_r.mean(axis=0).tolist()}
+            if self.count_retrieved:
+                curve["n_retrieved"] = (self.curve_n / self.nq).tolist()
+            out["pr_curve"] = curve
         return out
 
     @property
@@ -406,7 +453,7 @@ class _PerQuery:
 
 
 def _check_k(k: Any, n: int) -> int:
-    return min(_check_positive_int(k, "k"), n)
+    return min(check_int(k, "k"), n)
 
 
 def ap_from_relevance(rel_sorted: Any, n_relevant: Any = None) -> np.ndarray:
@@ -415,33 +462,33 @@ def ap_from_relevance(rel_sorted: Any, n_relevant: Any = None) -> np.ndarray:
     ``n_relevant`` (R) defaults to the number of relevant items in ``rel_sorted``; pass it
     when the ranking is truncated.
     """
-    hits = _Hits(_check_rel_sorted(rel_sorted))
+    hits = Hits(_check_rel_sorted(rel_sorted))
     return hits.ap_all(_check_n_relevant(n_relevant, hits.n_rel))
 
 
 def ap_at_k_from_relevance(rel_sorted: Any, k: int) -> np.ndarray:
     """Per-query AP@k (DeepHash): normalised by relevant items in the top k; 0 when none."""
     rel = _check_rel_sorted(rel_sorted)
-    return _Hits(rel).ap_at_k(_check_k(k, rel.shape[1]))
+    return Hits(rel).ap_at_k(_check_k(k, rel.shape[1]))
 
 
 def precision_at_k_from_relevance(rel_sorted: Any, k: int) -> np.ndarray:
     """Per-query precision@k = relevant in the top k / min(k, n)."""
     rel = _check_rel_sorted(rel_sorted)
     k = _check_k(k, rel.shape[1])
-    return _Hits(rel).top_count(k) / float(k)
+    return Hits(rel).top_count(k) / float(k)
 
 
 def recall_at_k_from_relevance(rel_sorted: Any, k: int, n_relevant: Any = None) -> np.ndarray:
     """Per-query recall@k = relevant in the top k / R; 0 when ``R = 0``."""
     rel = _check_rel_sorted(rel_sorted)
     k = _check_k(k, rel.shape[1])
-    hits = _Hits(rel)
+    hits = Hits(rel)
     return _safe_div(hits.top_count(k), _check_n_relevant(n_relevant, hits.n_rel))
 
 
 def _check_dist_sorted(dist_sorted: Any, shape: tuple[int, int]) -> np.ndarray:
-    d = _to_numpy(dist_sorted, "dist_sorted")
+    d = to_numpy(dist_sorted, "dist_sorted")
     if d.shape != shape:
         raise ValueError(f"dist_sorted: expected shape {shape} like rel_sorted, got {d.shape}")
     if not np.issubdtype(d.dtype, np.integer):
@@ -461,8 +508,8 @@ def radius_precision_recall_from_relevance(
     """
     rel = _check_rel_sorted(rel_sorted)
     d = _check_dist_sorted(dist_sorted, rel.shape)
-    radius = _check_positive_int(radius, "radius", minimum=0)
-    hits = _Hits(rel)
+    radius = check_int(radius, "radius", minimum=0)
+    hits = Hits(rel)
     n_rel = _check_n_relevant(n_relevant, hits.n_rel)
     return hits.precision_recall((d <= radius).sum(axis=1), n_rel)
 
@@ -485,10 +532,10 @@ def hamming_pr_curve_from_relevance(
     """
     rel = _check_rel_sorted(rel_sorted)
     d = _check_dist_sorted(dist_sorted, rel.shape)
-    nbits = _check_positive_int(nbits, "nbits")
+    nbits = check_int(nbits, "nbits")
     if d.min() < 0 or d.max() > nbits:
         raise ValueError(f"dist_sorted: distances must lie in [0, nbits={nbits}]")
-    hits = _Hits(rel)
+    hits = Hits(rel)
     n_rel = _check_n_relevant(n_relevant, hits.n_rel)
     n_ret = _counts_within_radius(d, nbits)
     prec, rec = hits.precision_recall(n_ret, n_rel)
@@ -497,8 +544,8 @@ def hamming_pr_curve_from_relevance(
 
 def default_pr_ranks(n: int, points: int = 100) -> np.ndarray:
     """Default cut-off ranks of the float PR curve: ~``points`` evenly spaced ranks in [1, n]."""
-    n = _check_positive_int(n, "n")
-    points = _check_positive_int(points, "points")
+    n = check_int(n, "n")
+    points = check_int(points, "points")
     return np.unique(np.rint(np.linspace(1, n, num=min(points, n))).astype(np.int64))
 
 
@@ -515,9 +562,130 @@ def rank_pr_curve_from_relevance(
     """Per-query precision and recall at cut-off ranks (each clipped to n): ``[nq, len(ranks)]``."""
     rel = _check_rel_sorted(rel_sorted)
     r = _check_ranks(ranks, rel.shape[1])
-    hits = _Hits(rel)
+    hits = Hits(rel)
     n_rel = _check_n_relevant(n_relevant, hits.n_rel)
     return hits.precision_recall(np.broadcast_to(r, (rel.shape[0], r.size)), n_rel)
+
+
+# --------------------------------------------------------------------------------------------
+# exhaustive rankers: a chunk of queries -> rankings of the database
+# --------------------------------------------------------------------------------------------
+
+
+def _binary_inputs(queries: Any, database: Any, nbits: int | None, radius: int | None
+                   ) -> tuple[np.ndarray, np.ndarray, int, int | None]:
+    """Packed query and database codes, their ``nbits`` and the checked ``radius``."""
+    q_nbits = check_packed(queries, nbits, "queries")
+    db_nbits = check_packed(database, nbits, "database")
+    q = np.ascontiguousarray(to_numpy(queries, "queries"))
+    db = np.ascontiguousarray(to_numpy(database, "database"))
+    _check_same_width(q, db, "bytes per code")
+    nbits = q_nbits if nbits is None else int(nbits)
+    assert q_nbits == db_nbits == nbits
+    if nbits >= np.iinfo(np.uint16).max:
+        raise ValueError(f"nbits: at most {np.iinfo(np.uint16).max - 1} bits, got {nbits}")
+    if radius is not None:
+        radius = check_int(radius, "radius", minimum=0)
+        if radius > nbits:
+            raise ValueError(f"radius: expected an int in [0, nbits={nbits}], got {radius}")
+    return q, db, nbits, radius
+
+
+def _float_inputs(queries: Any, database: Any, nbits: int | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Float query and database codes, checked and L2-normalised."""
+    if nbits is not None:
+        raise ValueError(f"nbits: only used with kind='binary', got nbits={nbits!r}")
+    q, db = _normalised_pair(queries, database)
+    if db.shape[0] >= 2**32 - 1:
+        raise ValueError(f"database: at most 2**32 - 2 items, got {db.shape[0]}")
+    return q, db
+
+
+class _HammingRanker:
+    """Hamming ranking of packed codes: FAISS distances cast to uint8/uint16, so that numpy's
+    stable argsort is a radix sort (ties by database index). Its cut-offs are the numbers of
+    items within every radius 0..nbits (P@r and the binary PR curve)."""
+
+    count_retrieved = True
+
+    def __init__(self, q: np.ndarray, db: np.ndarray, nbits: int, radius: int | None,
+                 pr_curve: bool, rows: int) -> None:
+        self.q, self.db, self.nbits, self.radius = q, db, nbits, radius
+        self.n_curve = nbits + 1 if pr_curve else 0
+        self.curve_axis = {"radius": list(range(nbits + 1))} if pr_curve else None
+        self._count = radius is not None or pr_curve
+        # work buffers reused across chunks (fresh large arrays cost page faults every chunk)
+        self._dist = np.empty((rows, db.shape[0]), dtype=np.int32)
+        self._small = np.empty((rows, db.shape[0]), dtype=_small_uint(nbits + 1))
+
+    def rank(self, start: int, stop: int, self_idx: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ranking of queries ``start:stop`` (each ``self_idx`` item last) and cut-offs."""
+        c = stop - start
+        dist = hamming_distances(self.q[start:stop], self.db, out=self._dist[:c])
+        small = self._small[:c]
+        small[...] = dist
+        if self_idx is not None:
+            small[np.arange(c), self_idx] = self.nbits + 1  # ranked last, then dropped
+        order = np.argsort(small, axis=1, kind="stable")  # radix sort on uint8/16
+        return order, (_counts_within_radius(small, self.nbits) if self._count else None)
+
+
+class _CosineRanker:
+    """Cosine ranking: one BLAS matmul of L2-normalised float32 rows, then a sort of unique
+    uint64 keys (order-preserving similarity bits, database index): exact including ties. Its
+    cut-offs are the ranks of the float PR curve."""
+
+    count_retrieved = False
+    radius = None
+
+    def __init__(self, q: np.ndarray, db: np.ndarray, pr_ranks: np.ndarray | None,
+                 rows: int) -> None:
+        self.q, self.db, self.pr_ranks = q, db, pr_ranks
+        self.n_curve = 0 if pr_ranks is None else pr_ranks.size
+        self.curve_axis = None if pr_ranks is None else {"rank": [int(x) for x in pr_ranks]}
+        shape = (rows, db.shape[0])
+        self._sims = np.empty(shape, dtype=np.float32)
+        self._key = np.empty(shape, dtype=np.uint64)
+        self._scratch = np.empty(shape, dtype=np.int32)
+
+    def rank(self, start: int, stop: int, self_idx: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ranking of queries ``start:stop`` (each ``self_idx`` item last) and cut-offs."""
+        c = stop - start
+        sims = self._sims[:c]
+        np.matmul(self.q[start:stop], self.db.T, out=sims)
+        key = self._key[:c]
+        _fill_rank_keys(sims, key, self._scratch[:c])
+        if self_idx is not None:
+            key[np.arange(c), self_idx] = np.iinfo(np.uint64).max  # ranked last, then dropped
+        key.sort(axis=1)  # keys are unique, so any sort algorithm is exact
+        cutoffs = None if self.pr_ranks is None else np.broadcast_to(
+            self.pr_ranks, (c, self.n_curve))
+        return _key_columns(key), cutoffs
+
+
+def _check_self_positions(exclude_self: bool, query_db_indices: Any, nq: int, ndb: int
+                          ) -> np.ndarray | None:
+    """The database position of each query when ``exclude_self`` (else None), checked."""
+    if not exclude_self:
+        if query_db_indices is not None:
+            raise ValueError("query_db_indices is only used with exclude_self=True")
+        return None
+    if query_db_indices is None:
+        raise ValueError("exclude_self=True needs query_db_indices (position of each query)")
+    self_idx = to_numpy(query_db_indices, "query_db_indices")
+    if self_idx.shape != (nq,) or not np.issubdtype(self_idx.dtype, np.integer):
+        raise ValueError(
+            f"query_db_indices: expected {nq} integer indices, got shape {self_idx.shape} "
+            f"and dtype {self_idx.dtype}"
+        )
+    if self_idx.min() < 0 or self_idx.max() >= ndb:
+        raise ValueError(f"query_db_indices: expected indices in [0, {ndb}), got out of range")
+    if ndb < 2:
+        raise ValueError("exclude_self=True needs a database of at least 2 items")
+    return self_idx.astype(np.intp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,151 +729,47 @@ def retrieval_metrics(
     chunks of ``chunk_size``: memory is O(chunk_size * n_database) plus, for the PR curve,
     O(n_queries * curve points).
     """
-    if kind not in ("float", "binary"):
-        raise ValueError(f"kind: expected 'float' or 'binary', got {kind!r}")
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    pr_points = _check_positive_int(pr_points, "pr_points")
-    if isinstance(topk, (int, np.integer)):
-        topk = (int(topk),)
-    ks = list(dict.fromkeys(_check_positive_int(k, "topk") for k in topk))
-
+    check_choice("kind", kind, ("float", "binary"))
+    chunk_size = check_int(chunk_size, "chunk_size")
+    pr_points = check_int(pr_points, "pr_points")
+    ks = check_topk(topk)
     if kind == "binary":
-        q_nbits = check_packed(queries, nbits, "queries")
-        db_nbits = check_packed(database, nbits, "database")
-        q = np.ascontiguousarray(_to_numpy(queries, "queries"))
-        db = np.ascontiguousarray(_to_numpy(database, "database"))
-        if q.shape[1] != db.shape[1]:
-            raise ValueError(
-                "queries and database must have the same bytes per code, "
-                f"got {q.shape[1]} and {db.shape[1]}"
-            )
-        nbits = q_nbits if nbits is None else int(nbits)
-        assert q_nbits == db_nbits == nbits
-        if nbits >= np.iinfo(np.uint16).max:
-            raise ValueError(f"nbits: at most {np.iinfo(np.uint16).max - 1} bits, got {nbits}")
-        if radius is not None:
-            radius = _check_positive_int(radius, "radius", minimum=0)
-            if radius > nbits:
-                raise ValueError(f"radius: expected an int in [0, nbits={nbits}], got {radius}")
+        q, db, nbits, radius = _binary_inputs(queries, database, nbits, radius)
     else:
-        if nbits is not None:
-            raise ValueError(f"nbits: only used with kind='binary', got nbits={nbits!r}")
-        q = _check_float_codes(queries, "queries")
-        db = _check_float_codes(database, "database")
-        if q.shape[1] != db.shape[1]:
-            raise ValueError(
-                "queries and database must have the same dimension, "
-                f"got {q.shape[1]} and {db.shape[1]}"
-            )
-        if db.shape[0] >= 2**32 - 1:
-            raise ValueError(f"database: at most 2**32 - 2 items, got {db.shape[0]}")
-        q = _l2_normalise(q, "queries")
-        db = _l2_normalise(db, "database")
-        radius = None
-
+        q, db = _float_inputs(queries, database, nbits)
     nq, ndb = q.shape[0], db.shape[0]
-    ql, dl, multi = _prepare_labels(query_labels, database_labels, nq, ndb)
-
-    self_idx: np.ndarray | None = None
-    if exclude_self:
-        if query_db_indices is None:
-            raise ValueError("exclude_self=True needs query_db_indices (position of each query)")
-        self_idx = _to_numpy(query_db_indices, "query_db_indices")
-        if self_idx.shape != (nq,) or not np.issubdtype(self_idx.dtype, np.integer):
-            raise ValueError(
-                f"query_db_indices: expected {nq} integer indices, got shape {self_idx.shape} "
-                f"and dtype {self_idx.dtype}"
-            )
-        if self_idx.min() < 0 or self_idx.max() >= ndb:
-            raise ValueError(f"query_db_indices: expected indices in [0, {ndb}), got out of range")
-        if ndb < 2:
-            raise ValueError("exclude_self=True needs a database of at least 2 items")
-        self_idx = self_idx.astype(np.intp)
-    elif query_db_indices is not None:
-        raise ValueError("query_db_indices is only used with exclude_self=True")
+    ql, dl, multi = prepare_labels(query_labels, database_labels, nq, ndb)
+    self_idx = _check_self_positions(exclude_self, query_db_indices, nq, ndb)
 
     n = ndb - int(exclude_self)  # items each query ranks
-    ks_eff = {k: min(k, n) for k in ks}
-    pr_ranks = default_pr_ranks(n, pr_points) if (pr_curve and kind == "float") else None
-    n_curve = (nbits + 1) if kind == "binary" else (0 if pr_ranks is None else pr_ranks.size)
-
-    acc = _PerQuery(nq, ks_eff, radius if kind == "binary" else None, n_curve if pr_curve else 0)
-
-    # work buffers reused across chunks (fresh large arrays cost page faults every chunk)
-    cs = min(chunk_size, nq)
+    rows = min(chunk_size, nq)
+    ranker: _HammingRanker | _CosineRanker
     if kind == "binary":
-        dist_buf = np.empty((cs, ndb), dtype=np.int32)
-        small_buf = np.empty((cs, ndb), dtype=_small_uint(nbits + 1))
+        ranker = _HammingRanker(q, db, nbits, radius, pr_curve, rows)
     else:
-        sim_buf = np.empty((cs, ndb), dtype=np.float32)
-        key_buf = np.empty((cs, ndb), dtype=np.uint64)
-        scratch = np.empty((cs, ndb), dtype=np.int32)
+        ranker = _CosineRanker(q, db, default_pr_ranks(n, pr_points) if pr_curve else None, rows)
 
-    from tqdm.auto import tqdm
+    def rank_chunk(start: int, stop: int) -> Chunk:
+        sidx = None if self_idx is None else self_idx[start:stop]
+        order, cutoffs = ranker.rank(start, stop, sidx)
+        if sidx is not None:
+            order = order[:, :n]
+        if multi:
+            rel = np.take_along_axis(relevance(ql[start:stop], dl, True), order, axis=1)
+        else:
+            rel = dl[order] == ql[start:stop, None]
+        del order
+        hits = Hits(rel)
+        del rel
+        radius_pr = None
+        if ranker.radius is not None:
+            radius_pr = hits.precision_recall(cutoffs[:, ranker.radius], hits.n_rel)
+        return Chunk(hits, hits.n_rel, radius_pr, cutoffs if ranker.n_curve else None)
 
-    bar = tqdm(total=nq, unit="query", desc=f"metrics ({kind})", disable=not progress)
-    try:
-        for start in range(0, nq, chunk_size):
-            stop = min(start + chunk_size, nq)
-            c = stop - start
-            rows = np.arange(c)
-            sidx = None if self_idx is None else self_idx[start:stop]
-            counts = None
-            if kind == "binary":
-                dist = hamming_distances(q[start:stop], db, out=dist_buf[:c])
-                small = small_buf[:c]
-                small[...] = dist
-                if sidx is not None:
-                    small[rows, sidx] = nbits + 1  # ranked last, then dropped
-                order = np.argsort(small, axis=1, kind="stable")  # radix sort on uint8/16
-                if radius is not None or pr_curve:
-                    counts = _counts_within_radius(small, nbits)
-            else:
-                sims = sim_buf[:c]
-                np.matmul(q[start:stop], db.T, out=sims)
-                key = key_buf[:c]
-                _fill_rank_keys(sims, key, scratch[:c])
-                if sidx is not None:
-                    key[rows, sidx] = np.iinfo(np.uint64).max  # ranked last, then dropped
-                key.sort(axis=1)  # keys are unique, so any sort algorithm is exact
-                order = _key_columns(key)
-            if sidx is not None:
-                order = order[:, :n]
-            if multi:
-                rel = np.take_along_axis(_relevance(ql[start:stop], dl, True), order, axis=1)
-            else:
-                rel = dl[order] == ql[start:stop, None]
-            del order
-            hits = _Hits(rel)
-            del rel
-            n_rel = hits.n_rel
-            rows_q = slice(start, stop)
-            acc.add(rows_q, hits, n_rel)
-            if counts is not None and radius is not None:
-                acc.p_rad[rows_q], acc.r_rad[rows_q] = hits.precision_recall(
-                    counts[:, radius], n_rel
-                )
-            if pr_curve:
-                if kind == "binary":
-                    assert counts is not None
-                    acc.add_curve(rows_q, hits, counts, n_rel, count_retrieved=True)
-                else:
-                    assert pr_ranks is not None
-                    acc.add_curve(rows_q, hits, np.broadcast_to(pr_ranks, (c, n_curve)), n_rel,
-                                  count_retrieved=False)
-            del hits
-            bar.update(c)
-    finally:
-        bar.close()
-
-    out = acc.summary()
-    if pr_curve:
-        curve: dict[str, list] = (
-            {"radius": list(range(nbits + 1))} if kind == "binary"
-            else {"rank": [int(x) for x in pr_ranks]}  # type: ignore[union-attr]
-        )
-        curve.update(acc.curve())
-        out["pr_curve"] = curve
+    acc = PerQuery(nq, {k: min(k, n) for k in ks}, ranker.radius, ranker.n_curve,
+                    ranker.count_retrieved)
+    acc.run(rank_chunk, chunk_size, f"metrics ({kind})", progress)
+    out = acc.report(ranker.curve_axis)
     out.update(
         n_queries=nq,
         n_database=ndb,

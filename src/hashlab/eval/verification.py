@@ -1,11 +1,14 @@
 """Verification: are two images of the same class? Pairs, k-fold accuracy (the LFW protocol) and
-TAR at a fixed FAR, from similarity scores (higher = more similar)."""
+TAR at a fixed FAR, from similarity scores (higher = more similar). Used by ``fmnist-openset``;
+definitions in ``docs/protocols.md``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from hashlab.validation import check_choice
 
 
 def make_pairs(labels: np.ndarray, n_same: int = 3000, n_diff: int = 3000, seed: int = 0
@@ -109,14 +112,13 @@ def tar_at_far(scores: np.ndarray, is_same: np.ndarray, far: float = 1e-3) -> tu
 def pair_scores(codes: np.ndarray, i: np.ndarray, j: np.ndarray, kind: str = "float"
                 ) -> np.ndarray:
     """Similarity of each pair: cosine for float codes, −Hamming distance for packed bits."""
-    if kind == "float":
+    if check_choice("kind", kind, ("float", "binary")) == "float":
         x = np.asarray(codes, dtype=np.float64)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return np.einsum("ij,ij->i", x[i], x[j])
-    if kind == "binary":  # padding bits are zero in packed codes, so nbits is not needed
-        packed = np.asarray(codes, dtype=np.uint8)
-        return -np.bitwise_count(packed[i] ^ packed[j]).sum(1, dtype=np.int64).astype(np.float64)
-    raise ValueError(f"kind must be 'float' or 'binary', got {kind!r}")
+    # binary: padding bits are zero in packed codes, so nbits is not needed
+    packed = np.asarray(codes, dtype=np.uint8)
+    return -np.bitwise_count(packed[i] ^ packed[j]).sum(1, dtype=np.int64).astype(np.float64)
 
 
 def verification_metrics(codes: np.ndarray, labels: np.ndarray, *, kind: str = "float",

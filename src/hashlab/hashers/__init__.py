@@ -4,6 +4,7 @@ Hash functions (learning-to-hash survey): linear ``h(x) = sgn(wᵀx + b)`` (:cla
 :class:`PCAHash`, :class:`ITQ`), eigenfunction-based (:class:`SpectralHashing`), kernel
 ``h(x) = sgn(Σ_t ω_t K(s_t, x) + b)`` (:class:`KernelLSH`, supervised :class:`SDH`) and
 quantization ``h(x) = argmin_k ‖x − c_k‖`` (:class:`PQHash`, compared by ADC/SDC, not Hamming).
+Formulas in ``docs/hashing.md``; each class registers itself in :data:`HASHERS`.
 
 All take ``n_bits`` and ``output`` (``"packed"`` uint8 codes as
 :func:`hashlab.index.codes.pack_bits` makes them, ``"bits"`` or ``"signs"``) and work in
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hashlab.errors import ConfigError
 from hashlab.hashers.base import OUTPUTS, BaseHasher
 from hashlab.hashers.kernel import KernelLSH
 from hashlab.hashers.lsh import LSH
 from hashlab.hashers.pca import ITQ, PCAHash
 from hashlab.hashers.quantization import PQHash
+from hashlab.hashers.registry import HASHERS
 from hashlab.hashers.spectral import SpectralHashing
 from hashlab.hashers.supervised import SDH
 
@@ -42,21 +43,10 @@ __all__ = [
     "make_hasher",
 ]
 
-#: name used in configs -> estimator class
-HASHERS: dict[str, type[BaseHasher]] = {
-    "lsh": LSH,
-    "pcah": PCAHash,
-    "itq": ITQ,
-    "sh": SpectralHashing,
-    "klsh": KernelLSH,
-    "sdh": SDH,
-    "pq": PQHash,
-}
-
 
 def hasher_names() -> list[str]:
     """The names :func:`make_hasher` accepts, sorted."""
-    return sorted(HASHERS)
+    return HASHERS.names()
 
 
 def make_hasher(name: str, **params: Any) -> BaseHasher:
@@ -66,7 +56,4 @@ def make_hasher(name: str, **params: Any) -> BaseHasher:
     naming the valid names for an unknown name; invalid ``params`` raise a TypeError from the
     constructor (unknown keyword) or a ValueError at ``fit``.
     """
-    key = name.strip().lower() if isinstance(name, str) else name
-    if key not in HASHERS:
-        raise ConfigError(f"unknown hasher {name!r}; valid names: {', '.join(hasher_names())}")
-    return HASHERS[key](**params)
+    return HASHERS.get(name)(**params)

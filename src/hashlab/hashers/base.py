@@ -18,7 +18,6 @@ hasher changes the format without refitting.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -27,31 +26,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from hashlab.index.codes import code_bytes, pack_bits
+from hashlab.validation import check_int
 
 __all__ = ["OUTPUTS", "BaseHasher", "format_codes", "random_orthogonal"]
 
 #: The code formats ``transform`` can return.
 OUTPUTS: tuple[str, ...] = ("packed", "bits", "signs")
 _FLOAT_DTYPES = [np.float64, np.float32]
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_real(value: Any, name: str, minimum: float = 0.0, strict: bool = True) -> float:
-    """``value`` as a finite float ``> minimum`` (``>=`` when not ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
-        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
-    if (value <= minimum) if strict else (value < minimum):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name}: expected a number {op} {minimum}, got {value}")
-    return float(value)
 
 
 def format_codes(bits: np.ndarray, output: str) -> np.ndarray:

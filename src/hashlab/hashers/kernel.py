@@ -12,7 +12,9 @@ import numpy as np
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.utils import check_random_state
 
-from hashlab.hashers.base import BaseHasher, check_int, check_real
+from hashlab.hashers.base import BaseHasher
+from hashlab.hashers.registry import HASHERS
+from hashlab.validation import check_int, check_real
 
 __all__ = ["KernelLSH", "default_gamma"]
 
@@ -25,6 +27,7 @@ def default_gamma(X: np.ndarray) -> float:
     return 1.0 / (X.shape[1] * var) if var > 0 else 1.0
 
 
+@HASHERS.register("klsh")
 class KernelLSH(BaseHasher):
     """KLSH: random hyperplanes in the RBF kernel's feature space, Kulis & Grauman 2009.
 

@@ -11,10 +11,12 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from hashlab.hashers.base import BaseHasher
+from hashlab.hashers.registry import HASHERS
 
 __all__ = ["LSH"]
 
 
+@HASHERS.register("lsh")
 class LSH(BaseHasher):
     """Sign random projections: ``h_j(x) = sgn(w_jᵀ (x − μ))`` with ``w_j ~ N(0, I)``.
 

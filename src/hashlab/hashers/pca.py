@@ -15,7 +15,9 @@ import numpy as np
 import scipy.linalg
 from sklearn.utils import check_random_state
 
-from hashlab.hashers.base import BaseHasher, check_int, random_orthogonal
+from hashlab.hashers.base import BaseHasher, random_orthogonal
+from hashlab.hashers.registry import HASHERS
+from hashlab.validation import check_int
 
 __all__ = ["PCAHash", "ITQ", "fit_pca", "quantization_loss"]
 
@@ -51,6 +53,7 @@ def quantization_loss(V: np.ndarray) -> float:
     return float(a @ a)
 
 
+@HASHERS.register("pcah")
 class PCAHash(BaseHasher):
     """PCA hashing (PCA-H): the signs of the top ``n_bits`` principal components.
 
@@ -88,6 +91,7 @@ class PCAHash(BaseHasher):
         return (X - self.mean_) @ self.components_.T
 
 
+@HASHERS.register("itq")
 class ITQ(BaseHasher):
     """Iterative quantization (PCA-ITQ), Gong & Lazebnik, CVPR 2011.
 

@@ -13,14 +13,17 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from hashlab.hashers.base import BaseHasher, check_int
+from hashlab.hashers.base import BaseHasher
+from hashlab.hashers.registry import HASHERS
 from hashlab.index.codes import check_packed, unpack_bits
+from hashlab.validation import check_int
 
 __all__ = ["PQHash"]
 
 _CHUNK = 4096  # queries per distance-table chunk
 
 
+@HASHERS.register("pq")
 class PQHash(BaseHasher):
     """Product-quantization codes (FAISS ``ProductQuantizer``), packed like binary codes.
 

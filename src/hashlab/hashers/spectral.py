@@ -11,6 +11,7 @@ import numpy as np
 
 from hashlab.hashers.base import BaseHasher
 from hashlab.hashers.pca import fit_pca
+from hashlab.hashers.registry import HASHERS
 
 __all__ = ["SpectralHashing", "spectral_modes"]
 
@@ -45,6 +46,7 @@ def spectral_modes(ranges: np.ndarray, n_bits: int) -> np.ndarray:
     return modes[order[1 : n_bits + 1]]
 
 
+@HASHERS.register("sh")
 class SpectralHashing(BaseHasher):
     """Spectral hashing (SH), Weiss, Torralba & Fergus, NIPS 2008.
 

@@ -15,7 +15,9 @@ from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
-from hashlab.hashers.base import BaseHasher, check_int, check_real
+from hashlab.hashers.base import BaseHasher
+from hashlab.hashers.registry import HASHERS
+from hashlab.validation import check_int, check_real
 
 __all__ = ["SDH", "dcc"]
 
@@ -59,6 +61,7 @@ def dcc(
     return B, sweeps
 
 
+@HASHERS.register("sdh")
 class SDH(BaseHasher):
     """Supervised discrete hashing (SDH), Shen et al., CVPR 2015.
 

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 __all__ = [
+    "to_numpy",
     "code_bytes",
     "check_packed",
     "pack_bits",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def to_numpy(x: Any, name: str) -> np.ndarray:
     """Convert a numpy array, torch tensor or array-like to a numpy array (no copy if possible)."""
     if isinstance(x, np.ndarray):
         return x
@@ -57,7 +58,7 @@ def check_packed(packed: Any, nbits: int | None = None, name: str = "packed") ->
 
     With ``nbits=None`` the code length is taken as ``8 * packed.shape[1]``.
     """
-    arr = _to_numpy(packed, name)
+    arr = to_numpy(packed, name)
     if arr.dtype != np.uint8:
         raise ValueError(f"{name}: expected packed codes of dtype uint8, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -89,7 +90,7 @@ def pack_bits(codes: Any) -> np.ndarray:
     ``codes`` may be a numpy array or torch tensor of bools, {0, 1}, {-1, +1} or real values;
     the bit is ``value > 0``.
     """
-    arr = _to_numpy(codes, "codes")
+    arr = to_numpy(codes, "codes")
     if arr.ndim != 2:
         raise ValueError(f"codes: expected a 2-D array [N, nbits], got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -108,7 +109,7 @@ def pack_bits(codes: Any) -> np.ndarray:
 def unpack_bits(packed: Any, nbits: int) -> np.ndarray:
     """Unpack uint8 ``[N, ceil(nbits / 8)]`` codes to uint8 {0, 1} ``[N, nbits]``."""
     nbits = check_packed(packed, nbits)
-    arr = _to_numpy(packed, "packed")
+    arr = to_numpy(packed, "packed")
     return np.unpackbits(arr, axis=1, count=nbits, bitorder="little")
 
 
@@ -131,8 +132,8 @@ def hamming_distances(
     """
     check_packed(queries_packed, None, "queries_packed")
     check_packed(database_packed, None, "database_packed")
-    a = np.ascontiguousarray(_to_numpy(queries_packed, "queries_packed"))
-    b = np.ascontiguousarray(_to_numpy(database_packed, "database_packed"))
+    a = np.ascontiguousarray(to_numpy(queries_packed, "queries_packed"))
+    b = np.ascontiguousarray(to_numpy(database_packed, "database_packed"))
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             "queries_packed and database_packed must have the same bytes per code, "

@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Self
 
 import faiss
 import numpy as np
 
 from hashlab.errors import HashlabError
-from hashlab.index.codes import _to_numpy
+from hashlab.index.codes import to_numpy
+from hashlab.index.kinds import IndexKind, downcast
+from hashlab.registry import Registry
 
 __all__ = ["IdMapIndex", "UnknownIdsError"]
 
@@ -28,15 +32,9 @@ class UnknownIdsError(HashlabError, ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected a positive int, got {k!r}")
-    return int(k)
-
-
 def _as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
     """Validate user ids: 1-D, integer, non-negative, unique, ``n`` of them; return int64."""
-    arr = _to_numpy(ids, name)
+    arr = to_numpy(ids, name)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of int64 ids, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -74,7 +72,7 @@ def _check_new_ids(existing: np.ndarray, ids: np.ndarray) -> None:
 
 
 def _check_remove_ids(existing: np.ndarray, ids: Any) -> np.ndarray:
-    arr = _to_numpy(ids, "ids")
+    arr = to_numpy(ids, "ids")
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
@@ -86,7 +84,7 @@ def _check_remove_ids(existing: np.ndarray, ids: Any) -> np.ndarray:
     return arr
 
 
-def _sort_rows(scores: np.ndarray, ids: np.ndarray, descending: bool) -> tuple[np.ndarray, ...]:
+def sort_rows(scores: np.ndarray, ids: np.ndarray, descending: bool) -> tuple[np.ndarray, ...]:
     """Sort each row by (score, id) with missing entries (id -1) last."""
     key = -scores if descending else scores
     missing = ids < 0
@@ -98,7 +96,7 @@ def _strictly_increasing(ids: np.ndarray) -> bool:
     return bool(ids.size < 2 or (ids[1:] > ids[:-1]).all())
 
 
-def _rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
+def rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
     """True when every row is in (distance ascending, id ascending) order, missing (-1) last."""
     if D.shape[1] < 2:
         return True
@@ -110,7 +108,7 @@ def _rows_sorted(D: np.ndarray, ids: np.ndarray) -> bool:
     return bool(ok.all())
 
 
-def _split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descending: bool):
+def split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descending: bool):
     """Split FAISS range-search output into per-query (scores, ids), each sorted by (score, id).
 
     One lexsort over all hits with the query number as the primary key, then views per query.
@@ -145,38 +143,106 @@ def _split_range(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, descendi
 class IdMapIndex:
     """A FAISS index wrapped in an ``IDMap2`` so results carry the caller's int64 ids.
 
-    Subclasses set ``_index`` (the IDMap2), ``_base`` (the wrapped index), ``_kind``,
-    ``params``, the class attributes ``_family`` (for messages), ``_runtime`` (search-time
-    params by kind) and ``_removable`` (kinds FAISS can remove from), and implement
-    ``_prepare(x, name)`` (validate and convert vectors / codes), ``_resolve_params(p)``,
-    ``_apply_runtime()`` and ``train(x)``.
+    What depends on the kind comes from its :class:`~hashlab.index.kinds.IndexKind` spec
+    (``self.spec``), looked up in the family's registry. Subclasses set the class attributes
+    ``_family`` (``"binary"`` / ``"float"``), ``_items`` (what a row is called in messages),
+    ``_kinds`` (the registry), ``_idmap_class`` and ``_family_defaults`` (params every kind of
+    the family takes), and implement ``_set_size(size)`` (check ``nbits`` / ``dim``; set ``_d``,
+    the FAISS dimension, and ``_size``, given to the spec's resolver), ``_prepare(x, name)``
+    (validate and convert vectors / codes) and ``_size_mismatch(d)`` (the message of a wrong
+    ``d``). Their ``__init__`` calls ``_set_size`` and :meth:`_setup`.
     """
 
     _family = ""
-    _runtime: dict[str, tuple[str, ...]] = {}
-    # IDMap2.remove_ids assumes the wrapped index renumbers its entries after a removal (flat
-    # does); an IVF keeps its internal ids, so IDMap removal from an IVF corrupts the id map.
-    _removable: tuple[str, ...] = ("flat",)
+    _items = ""
+    _family_defaults: Mapping[str, Any] = MappingProxyType({})
+    _kinds: Registry[Any]
+    _idmap_class: Any
     _index: Any
     _base: Any
     _kind: str
+    _spec: IndexKind
+    _d: int
+    _size: int
     params: dict[str, Any]
 
     def _prepare(self, x: Any, name: str) -> np.ndarray:
         raise NotImplementedError
 
-    def _resolve_params(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _set_size(self, size: int) -> None:
         raise NotImplementedError
+
+    def _size_mismatch(self, d: int) -> str:
+        raise NotImplementedError
+
+    # -- construction ------------------------------------------------------------------------
+
+    def _setup(self, kind: str, params: dict[str, Any]) -> None:
+        """Build a new index of ``kind`` with ``params`` (plus the family's own params)."""
+        spec: IndexKind = self._kinds.get(kind, "kind")
+        defaults = {**spec.defaults, **self._family_defaults}
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for kind {kind!r}; "
+                f"accepted: {sorted(defaults) or 'none'}"
+            )
+        self._spec, self._kind = spec, spec.name
+        self.params = self._resolve_params({**defaults, **params})
+        built = spec.build(self._d, self.params)
+        self._index = self._idmap_class(built)  # keeps ``built``, which owns the index, alive
+        self._base = downcast(self._family, built)
+        self._apply_runtime()
+
+    @classmethod
+    def _from_faiss(cls, idmap: Any, size: int, kind: str, params: dict[str, Any]) -> Self:
+        """Wrap a deserialized ``IDMap2`` of ``kind`` (used by :mod:`hashlab.index.store`)."""
+        self = cls.__new__(cls)
+        self._set_size(size)
+        self._attach(idmap, kind, params)
+        return self
+
+    def _attach(self, idmap: Any, kind: str, params: dict[str, Any]) -> None:
+        spec: IndexKind = self._kinds.get(kind, "kind")
+        self._spec, self._kind = spec, spec.name
+        self.params = {**self._family_defaults, **params}
+        self._owner = idmap  # the proxy that owns the C++ object; keep it alive
+        idmap = downcast(self._family, idmap)
+        if not isinstance(idmap, self._idmap_class):
+            raise ValueError(
+                f"expected an {self._idmap_class.__name__}, got {type(idmap).__name__}")
+        if idmap.d != self._d:
+            raise ValueError(self._size_mismatch(idmap.d))
+        base = downcast(self._family, idmap.index)
+        spec.check_loaded(base)
+        self._index, self._base = idmap, base
+        self._apply_runtime()
+
+    def _resolve_params(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self._spec.resolve_params(p, self._size)
 
     def _apply_runtime(self) -> None:
-        raise NotImplementedError
+        self._spec.apply_runtime(self._base, self.params)
 
-    def train(self, x: Any) -> None:
-        raise NotImplementedError
+    def _kinds_that(self, attr: str) -> str:
+        """The family's kinds whose spec has ``attr`` set, for messages."""
+        return ", ".join(repr(n) for n in self._kinds.names() if getattr(self._kinds.get(n), attr))
+
+    # -- properties --------------------------------------------------------------------------
 
     @property
     def kind(self) -> str:
         return self._kind
+
+    @property
+    def spec(self) -> IndexKind:
+        """The :class:`~hashlab.index.kinds.IndexKind` spec of this index's kind."""
+        return self._spec
+
+    @property
+    def factory(self) -> str:
+        """The FAISS factory string of this index (recorded in saved manifests)."""
+        return self._spec.factory_string(self.params)
 
     @property
     def ntotal(self) -> int:
@@ -207,7 +273,7 @@ class IdMapIndex:
 
     def set_params(self, **params: Any) -> None:
         """Change the search-time params of this kind (see the class docstring)."""
-        allowed = self._runtime.get(self._kind, ())
+        allowed = tuple(self._spec.runtime)
         bad = set(params) - set(allowed)
         if bad:
             raise ValueError(
@@ -216,13 +282,32 @@ class IdMapIndex:
         self.params = self._resolve_params({**self.params, **params})
         self._apply_runtime()
 
+    # -- data --------------------------------------------------------------------------------
+
+    def train(self, x: Any) -> None:
+        """Train an index whose kind needs training (``ivf``, ``ivfpq``); a no-op otherwise."""
+        x = self._prepare(x, self._items)
+        minimum = self._spec.train_minimum
+        if minimum is None:
+            return
+        if self._index.is_trained:
+            raise ValueError(f"this {self._kind} index is already trained")
+        need = minimum(self.params)
+        if x.shape[0] < need:
+            shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
+            raise ValueError(
+                f"training {self._kind} ({shown}) needs at least {need} {self._items}, "
+                f"got {x.shape[0]}"
+            )
+        self._index.train(x)
+
     def add(self, x: Any, ids: Any = None) -> None:
         """Add ``x`` with unique int64 ``ids`` (one per row).
 
         ``ids=None`` numbers the rows from ``max(existing ids) + 1``. An untrained index
         (``ivf``, ``ivfpq``) is first trained on these rows.
         """
-        x = self._prepare(x, "codes" if self._family == "binary" else "vectors")
+        x = self._prepare(x, self._items)
         existing = _idmap_ids(self._index)
         if ids is None:
             start = int(existing.max()) + 1 if existing.size else 0
@@ -236,12 +321,18 @@ class IdMapIndex:
         self._increasing = increasing and (existing.size == 0 or bool(ids[0] > existing[-1]))
 
     def remove(self, ids: Any) -> int:
-        """Remove the given ids; every id must be present. Returns the number removed."""
-        if self._kind not in self._removable:
+        """Remove the given ids; every id must be present. Returns the number removed.
+
+        Only kinds whose spec is ``removable`` (``flat``): ``IDMap2.remove_ids`` assumes the
+        wrapped index renumbers its entries after a removal (flat does); an IVF keeps its
+        internal ids, so IDMap removal from an IVF corrupts the id map, and FAISS cannot remove
+        from hash or HNSW indexes at all.
+        """
+        if not self._spec.removable:
             raise NotImplementedError(
                 f"remove is not supported for a {self._kind!r} {self._family} index (FAISS "
-                f"cannot remove ids from it); removal works for kinds {self._removable}; "
-                "rebuild the index without these ids instead"
+                f"cannot remove ids from it); removal works for kinds "
+                f"{self._kinds_that('removable')}; rebuild the index without these ids instead"
             )
         arr = _check_remove_ids(_idmap_ids(self._index), ids)
         if arr.size == 0:

@@ -3,8 +3,13 @@
 An index directory holds::
 
     index.faiss     the FAISS index (IDMap2-wrapped, so user ids are inside it)
-    manifest.json   {format_version, family, kind, nbits | dim, count, params, created,
-                     model_run, faiss_version, sha256, file_size}
+    manifest.json   {format_version, family, kind, factory, nbits | dim, count, params,
+                     created, model_run, faiss_version, sha256, file_size}
+
+``factory`` is the FAISS factory string of the index (e.g. ``BHash2x8``; see
+:mod:`hashlab.index.kinds`), for the record: loading does not need it, and manifests written
+before it was added (same format version) load as before. The FAISS class the loaded index must
+have comes from the kind's spec.
 
 :func:`save_index` writes a complete new directory next to the target (``.<name>.tmp-*``),
 then swaps it in with two renames; the previous directory is removed only after the new one is
@@ -28,8 +33,9 @@ import faiss
 import numpy as np
 
 from hashlab.errors import HashlabError
-from hashlab.index.binary import BINARY_KINDS, BinaryIndex
-from hashlab.index.floats import FLOAT_KINDS, FloatIndex
+from hashlab.index.binary import BinaryIndex
+from hashlab.index.floats import FloatIndex
+from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
 
 __all__ = ["FORMAT_VERSION", "IndexFileError", "save_index", "load_index", "read_manifest"]
 
@@ -107,6 +113,7 @@ def save_index(
             "format_version": FORMAT_VERSION,
             "family": "binary" if isinstance(index, BinaryIndex) else "float",
             "kind": index.kind,
+            "factory": index.factory,
             "count": index.ntotal,
             "params": index.params,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -172,7 +179,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise IndexFileError(f"{mpath}: missing key(s) {missing}")
     kinds = BINARY_KINDS if family == "binary" else FLOAT_KINDS if family == "float" else ()
     if manifest["kind"] not in kinds:
-        raise IndexFileError(f"{mpath}: unknown index family/kind {family!r}/{manifest['kind']!r}")
+        hint = (f" (known: {', '.join(kinds)}; a kind from a plug-in needs the plug-in loaded)"
+                if kinds else "")
+        raise IndexFileError(
+            f"{mpath}: unknown index family/kind {family!r}/{manifest['kind']!r}{hint}")
     size = manifest[size_key]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise IndexFileError(f"{mpath}: {size_key} must be a positive int, got {size!r}")

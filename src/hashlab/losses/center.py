@@ -7,7 +7,10 @@ import torch
 from torch import nn
 
 from hashlab.losses.registry import LOSSES
-from hashlab.losses.softmax import SoftmaxLoss, _check_inputs
+from hashlab.losses.softmax import SoftmaxLoss, check_class_batch
+from hashlab.validation import check_nonnegative
+
+__all__ = ["CenterLoss", "SoftmaxCenterLoss"]
 
 
 class CenterLoss(nn.Module):
@@ -27,31 +30,27 @@ class CenterLoss(nn.Module):
         self.centers = nn.Parameter(torch.randn(num_classes, dim) * init_std)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels, self.dim, self.num_classes)
+        check_class_batch(embeddings, labels, self.dim, self.num_classes)
         if len(labels) == 0:
             return (embeddings * 0.0).sum() + (self.centers * 0.0).sum()
         diff = embeddings - self.centers[labels].to(embeddings.dtype)
         return 0.5 * diff.pow(2).sum(1).mean()
 
 
+@LOSSES.register("center")
 class SoftmaxCenterLoss(SoftmaxLoss):
-    """``CE(W x + b, y) + weight · CenterLoss(x, y)``; ``logits`` are the linear classifier's."""
+    """Softmax cross-entropy + ``weight`` · center loss (Wen et al. 2016).
+
+    ``CE(W x + b, y) + weight · CenterLoss(x, y)``; ``logits`` are the linear classifier's.
+    """
 
     def __init__(
         self, num_classes: int, dim: int, weight: float = 0.01, bias: bool = True
     ) -> None:
         super().__init__(num_classes, dim, bias=bias)
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        self.weight = float(weight)
+        self.weight = check_nonnegative(weight, "weight")
         self.center = CenterLoss(num_classes, dim)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ce = super().forward(embeddings, labels)
         return ce + self.weight * self.center(embeddings, labels)
-
-
-@LOSSES.register("center")
-def center(num_classes: int, dim: int, weight: float = 0.01, bias: bool = True) -> nn.Module:
-    """Softmax cross-entropy + ``weight`` · center loss."""
-    return SoftmaxCenterLoss(num_classes, dim, weight=weight, bias=bias)

@@ -13,25 +13,34 @@ code ``B^r ∈ (0,1)^k`` of :class:`hashlab.models.dph.DPHHead`::
     L = Σ_i L_i^cls / Σ_t 1[y_t ≤ C]  +  α Σ_j Σ_i L_ij / Σ_t 1[A_tj ≠ 2]
 
 ``N_j^p`` / ``N_j^n`` are the positive / negative labelled counts of attribute ``j`` in the
-training set (set by the trainer with :meth:`DPHLoss.set_attribute_counts`; until then both
-weights are 1/2). A term with no labelled sample in the batch contributes 0.
+training set, set from the training data by :meth:`DPHLoss.on_train_data` (the hook the trainer
+calls, see :mod:`hashlab.data.facts`) or by hand with :meth:`DPHLoss.set_attribute_counts`;
+until then both weights are 1/2. A term with no labelled sample in the batch contributes 0.
+The loss is registered with ``needs=("attributes",)``: it needs ``data.attributes`` in the
+config, and its factory reads the number of attributes from the training data.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashlab.errors import ConfigError
 from hashlab.losses.registry import LOSSES
+from hashlab.validation import check_choice, check_int, check_nonnegative
+
+if TYPE_CHECKING:
+    from hashlab.data.facts import TrainData
 
 __all__ = ["DPHLoss", "MISSING_ATTRIBUTE", "MISSING_CATEGORY"]
 
 MISSING_CATEGORY = -1
 MISSING_ATTRIBUTE = 2
+ATTRIBUTE_LOSSES = ("wsce", "hinge")
 
 
 class DPHLoss(nn.Module):
@@ -45,16 +54,11 @@ class DPHLoss(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: DPH needs at least 2 categories, got {num_classes}")
-        if num_attributes < 1:
-            raise ValueError(f"num_attributes: expected >= 1, got {num_attributes}")
-        if attribute_loss not in ("wsce", "hinge"):
-            raise ValueError(f"attribute_loss: expected 'wsce' or 'hinge', got {attribute_loss!r}")
-        if attribute_weight < 0 or category_weight < 0:
-            raise ValueError("attribute_weight and category_weight must be >= 0")
-        self.num_classes, self.dim, self.num_attributes = num_classes, dim, num_attributes
-        self.attribute_weight = float(attribute_weight)
-        self.category_weight = float(category_weight)
-        self.attribute_loss = attribute_loss
+        self.num_attributes = check_int(num_attributes, "num_attributes")
+        self.attribute_loss = check_choice("attribute_loss", attribute_loss, ATTRIBUTE_LOSSES)
+        self.attribute_weight = check_nonnegative(attribute_weight, "attribute_weight")
+        self.category_weight = check_nonnegative(category_weight, "category_weight")
+        self.num_classes, self.dim = num_classes, dim
         self.category_classifier = nn.Linear(dim, num_classes)
         self.attribute_classifier = nn.Linear(dim, num_attributes)
         self.register_buffer("pos_weight", torch.full((num_attributes,), 0.5))
@@ -72,6 +76,12 @@ class DPHLoss(nn.Module):
         wn = torch.where(total > 0, pos / total.clamp(min=1), torch.full_like(total, 0.5))
         self.pos_weight.copy_(wp.to(self.pos_weight))
         self.neg_weight.copy_(wn.to(self.neg_weight))
+
+    def on_train_data(self, data: TrainData) -> None:
+        """The training-data hook: the attribute counts ``N^p`` (label 1) and ``N^n`` (label 0)
+        of ``data.attributes`` (2 = missing counts in neither)."""
+        attrs = np.asarray(_attributes(data))
+        self.set_attribute_counts((attrs == 1).sum(0), (attrs == 0).sum(0))
 
     def _split(self, codes: torch.Tensor, targets: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,11 +127,24 @@ class DPHLoss(nn.Module):
         return loss + self.attribute_weight * self.attribute_term(codes, a)
 
 
-@LOSSES.register("dph")
-def dph(num_classes: int, dim: int, num_attributes: int, attribute_weight: float = 1.0,
+def _attributes(data: TrainData) -> np.ndarray:
+    """``data.attributes``, or a ConfigError if the config gives none."""
+    if data.attributes is None:
+        raise ConfigError("loss 'dph' needs attribute labels: set data.attributes (e.g. "
+                          "data.attributes: fmnist)")
+    return data.attributes
+
+
+@LOSSES.register("dph", needs=("attributes",))
+def dph(num_classes: int, dim: int, data: TrainData, attribute_weight: float = 1.0,
         attribute_loss: Literal["wsce", "hinge"] = "wsce", category_weight: float = 1.0
         ) -> DPHLoss:
-    """DPH: category CE + α · weighted attribute sigmoid CE (or hinge) with missing labels
-    masked; ``num_attributes`` is filled in by the trainer from ``data.attributes``."""
-    return DPHLoss(num_classes, dim, num_attributes, attribute_weight=attribute_weight,
-                   attribute_loss=attribute_loss, category_weight=category_weight)
+    """DPH (Dual Purpose Hashing): category CE + α · weighted attribute sigmoid CE (or hinge),
+    missing labels masked.
+
+    ``num_attributes`` comes from the training data (``data.attributes``).
+    """
+    _attributes(data)
+    return DPHLoss(num_classes, dim, data.num_attributes,
+                   attribute_weight=attribute_weight, attribute_loss=attribute_loss,
+                   category_weight=category_weight)

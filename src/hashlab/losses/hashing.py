@@ -25,12 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashlab.losses.distances import euclidean_distance, hamming_distance_matrix
+from hashlab.losses.factory import factory_for
+from hashlab.losses.reductions import zero_loss
 from hashlab.losses.registry import LOSSES
 from hashlab.losses.softmax import quantization_penalty
-from hashlab.losses.triplet import MINERS, REDUCTIONS, _check_choice, _zero, pairwise_distance
+from hashlab.losses.triplet import MinedTripletLoss
+from hashlab.validation import check_choice, check_nonnegative
 
 __all__ = [
     "CODE_RANGES",
+    "CodeTripletLoss",
     "DPSHLoss",
     "EuclideanTripletLoss",
     "HammingTripletLoss",
@@ -52,7 +57,7 @@ def to_pm1(codes: torch.Tensor, code_range: str = "pm1") -> torch.Tensor:
 
     Half-precision codes are computed in float32 (the losses sum over ``k`` bits and ``B²`` pairs).
     """
-    _check_choice("code_range", code_range, CODE_RANGES)
+    check_choice("code_range", code_range, CODE_RANGES)
     if codes.dtype in (torch.float16, torch.bfloat16):
         codes = codes.float()
     return codes if code_range == "pm1" else 2.0 * codes - 1.0
@@ -73,17 +78,6 @@ def pairwise_similarity(labels: torch.Tensor) -> torch.Tensor:
         f"labels must be class ids [batch] or multi-hot [batch, classes], "
         f"got shape {tuple(labels.shape)}"
     )
-
-
-def hamming_distance_matrix(codes: torch.Tensor) -> torch.Tensor:
-    """Relaxed Hamming distances ``D_H(i, j) = ½ (k − u_iᵀ u_j)`` ``[B, B]`` of ±1-relaxed codes.
-
-    For exact ±1 codes this is the Hamming distance (``u_iᵀu_j = k − 2 D_H``). For relaxed codes
-    it is an affine function of the inner product (so the diagonal ``½ (k − ‖u_i‖²)`` is not 0
-    unless the code is binary; the losses never use it).
-    """
-    k = codes.shape[1]
-    return 0.5 * (k - codes @ codes.T)
 
 
 def _check_codes(codes: torch.Tensor, dim: int | None) -> None:
@@ -112,10 +106,22 @@ def _check_labels(codes: torch.Tensor, labels: torch.Tensor, multi_hot: bool) ->
         raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
 
 
-def _check_weight(name: str, value: float) -> float:
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
+def _code_loss(
+    loss: nn.Module,
+    term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    multi_hot: bool,
+) -> torch.Tensor:
+    """``term(v, labels) + λ · quantization_penalty(v)`` on the ±1-relaxed codes ``v``, after
+    checking the inputs (``loss`` gives ``dim``, ``code_range`` and ``λ = quantization_weight``)."""
+    _check_codes(codes, loss.dim)
+    _check_labels(codes, labels, multi_hot=multi_hot)
+    v = to_pm1(codes, loss.code_range)
+    value = term(v, labels)
+    if loss.quantization_weight:
+        value = value + loss.quantization_weight * quantization_penalty(v)
+    return value
 
 
 # --------------------------------------------------------------------------- quantization
@@ -125,14 +131,14 @@ class QuantizationLoss(nn.Module):
     """``weight · mean((|v| − 1)²)`` with ``v`` the ±1-relaxed code (see :func:`to_pm1`).
 
     Zero exactly when every relaxed bit is ±1. Same as :func:`quantization_penalty` (the one
-    ``hash_ce`` uses), as a module called like the losses (the labels are ignored), to add to
+    ``hash-ce`` uses), as a module called like the losses (the labels are ignored), to add to
     another loss. Not registered in ``LOSSES``: on its own it would train nothing useful.
     """
 
     def __init__(self, weight: float = 1.0, code_range: str = "pm1") -> None:
         super().__init__()
-        _check_choice("code_range", code_range, CODE_RANGES)
-        self.weight, self.code_range = _check_weight("weight", weight), code_range
+        check_choice("code_range", code_range, CODE_RANGES)
+        self.weight, self.code_range = check_nonnegative(weight, "weight"), code_range
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, code_range={self.code_range!r}"
@@ -180,8 +186,8 @@ class DPSHLoss(nn.Module):
         self, quantization_weight: float = 0.1, code_range: str = "pm1", dim: int | None = None
     ) -> None:
         super().__init__()
-        _check_choice("code_range", code_range, CODE_RANGES)
-        self.quantization_weight = _check_weight("quantization_weight", quantization_weight)
+        check_choice("code_range", code_range, CODE_RANGES)
+        self.quantization_weight = check_nonnegative(quantization_weight, "quantization_weight")
         self.code_range, self.dim = code_range, dim
 
     def extra_repr(self) -> str:
@@ -191,7 +197,7 @@ class DPSHLoss(nn.Module):
         """The pairwise term alone: ``mean_{i≠j} softplus(θ_ij) − s_ij θ_ij`` on ±1 codes."""
         b = codes.shape[0]
         if b < 2:
-            return _zero(codes)
+            return zero_loss(codes)
         theta = 0.5 * (codes @ codes.T)
         s = pairwise_similarity(labels).to(theta.dtype)
         nll = F.softplus(theta) - s * theta
@@ -199,43 +205,32 @@ class DPSHLoss(nn.Module):
         return nll[off_diagonal].mean()
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=True)
-        v = to_pm1(codes, self.code_range)
-        loss = self.likelihood_loss(v, labels)
-        if self.quantization_weight:
-            loss = loss + self.quantization_weight * quantization_penalty(v)
-        return loss
+        return _code_loss(self, self.likelihood_loss, codes, labels, multi_hot=True)
 
 
 # --------------------------------------------------------------------------- DPH triplets
 
 
-class _CodeTripletLoss(nn.Module):
-    """``[D(a,p) + m − D(a,n)]₊`` over triplets mined from the batch with ``triplet.MINERS``, on
-    the ±1-relaxed codes, plus ``λ · quantization_penalty``. Subclasses give ``D`` and the
-    default margin."""
+class CodeTripletLoss(MinedTripletLoss):
+    """``[D(a,p) + m − D(a,n)]₊`` over triplets mined from the batch (the ``MINERS`` family), on
+    the ±1-relaxed codes, plus ``λ · quantization_penalty``. Subclasses give ``D``
+    (:meth:`distance_matrix`) and the default margin (:meth:`default_margin`)."""
 
     def __init__(
         self,
         margin: float | None = None,
-        mining: str = "batch_all",
-        reduction: str = "avg_nonzero",
+        mining: str = "batch-all",
+        reduction: str = "avg-nonzero",
         quantization_weight: float = 0.0,
         code_range: str = "pm1",
         dim: int | None = None,
     ) -> None:
-        super().__init__()
         if margin is not None:
-            margin = _check_weight("margin", margin)
-        _check_choice("mining", mining, MINERS)
-        _check_choice("reduction", reduction, REDUCTIONS)
-        _check_choice("code_range", code_range, CODE_RANGES)
-        self.quantization_weight = _check_weight("quantization_weight", quantization_weight)
-        self.margin, self.mining, self.reduction = margin, mining, reduction
-        self.code_range, self.dim = code_range, dim
-        self.last_num_triplets = 0
-        self.last_num_active = 0
+            margin = check_nonnegative(margin, "margin")
+        super().__init__(mining, reduction)
+        check_choice("code_range", code_range, CODE_RANGES)
+        self.quantization_weight = check_nonnegative(quantization_weight, "quantization_weight")
+        self.margin, self.code_range, self.dim = margin, code_range, dim
 
     def extra_repr(self) -> str:
         margin = "default" if self.margin is None else self.margin
@@ -250,42 +245,18 @@ class _CodeTripletLoss(nn.Module):
         """The margin used for ``bits``-bit codes (``margin``, or the default for ``bits``)."""
         return self.default_margin(bits) if self.margin is None else self.margin
 
-    def distance_matrix(self, codes: torch.Tensor) -> torch.Tensor:
-        """``[B, B]`` distances between the ±1-relaxed codes."""
-        raise NotImplementedError
+    def margin_for(self, x: torch.Tensor) -> float:
+        return self.effective_margin(x.shape[1])
 
-    def mine(self, codes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The ``(anchor, positive, negative)`` index triplets this loss would use."""
-        with torch.no_grad():
-            v = to_pm1(codes.detach(), self.code_range)
-            dist = self.distance_matrix(v)
-            return MINERS[self.mining](dist, labels, self.effective_margin(v.shape[1]))
-
-    def triplet_loss(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The hinge term alone, on ±1-relaxed codes."""
-        margin = self.effective_margin(codes.shape[1])
-        dist = self.distance_matrix(codes)
-        a, p, n = MINERS[self.mining](dist.detach(), labels, margin)
-        losses = F.relu(dist[a, p] - dist[a, n] + margin)
-        active = losses > 0
-        self.last_num_triplets, self.last_num_active = len(losses), int(active.sum())
-        if self.reduction == "avg_nonzero":
-            losses = losses[active]
-        if len(losses) == 0:
-            return _zero(codes)
-        return losses.mean()
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The ±1-relaxed codes (see :func:`to_pm1`), for :meth:`mine`."""
+        return to_pm1(x, self.code_range)
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=False)
-        v = to_pm1(codes, self.code_range)
-        loss = self.triplet_loss(v, labels)
-        if self.quantization_weight:
-            loss = loss + self.quantization_weight * quantization_penalty(v)
-        return loss
+        return _code_loss(self, self.triplet_loss, codes, labels, multi_hot=False)
 
 
-class HammingTripletLoss(_CodeTripletLoss):
+class HammingTripletLoss(CodeTripletLoss):
     """DPH's ``L^ml``: triplet hinge on the relaxed Hamming distance of the codes.
 
     Liu et al., "Learning Multifunctional Binary Codes for Personalized Image Retrieval"
@@ -297,9 +268,9 @@ class HammingTripletLoss(_CodeTripletLoss):
     codes (exactly the Hamming distance on ±1 codes; see :func:`hamming_distance_matrix`), so
     the margin ``m`` is in bits. Each triplet's hinge is ``[½ u_aᵀ(u_n − u_p) + m]₊``.
 
-    - ``mining="batch_all"`` (default): all valid triplets, as in ``L^ml``; ``"batch_hard"`` and
-      ``"semi_hard"`` reuse :data:`hashlab.losses.triplet.MINERS` on ``D_H``;
-    - ``reduction="avg_nonzero"`` (default): mean over the triplets with positive loss (the
+    - ``mining="batch-all"`` (default): all valid triplets, as in ``L^ml``; ``"batch-hard"`` and
+      ``"semi-hard"`` (or any other registered miner, :mod:`hashlab.losses.miners`) on ``D_H``;
+    - ``reduction="avg-nonzero"`` (default): mean over the triplets with positive loss (the
       paper sums per anchor and normalises the total by the number of labelled samples);
       ``"mean"``: mean over all mined triplets;
     - ``margin=None`` (default): ``k / 4`` bits, a quarter of the code length. The DPH summary
@@ -317,7 +288,7 @@ class HammingTripletLoss(_CodeTripletLoss):
         return hamming_distance_matrix(codes)
 
 
-class EuclideanTripletLoss(_CodeTripletLoss):
+class EuclideanTripletLoss(CodeTripletLoss):
     """DPH's ``L^mlr``: triplet hinge on the Euclidean distance of the relaxed codes.
 
     DPH (see :class:`HammingTripletLoss`)::
@@ -325,8 +296,8 @@ class EuclideanTripletLoss(_CodeTripletLoss):
         L_i^mlr = Σ_{y_k ≠ y_i} Σ_{y_j = y_i} [D_E(B^r_i, B^r_j) + m − D_E(B^r_i, B^r_k)]₊
 
     ``D_E(u_i, u_j) = ‖u_i − u_j‖₂`` on the (not normalised) ±1-relaxed codes, computed as
-    :func:`hashlab.losses.triplet.pairwise_distance` with ``normalize=False`` (finite gradient at
-    coinciding codes). This is pytorch-metric-learning's ``TripletMarginLoss(margin,
+    :func:`hashlab.losses.distances.euclidean_distance` with ``normalize=False`` (finite gradient
+    at coinciding codes). This is pytorch-metric-learning's ``TripletMarginLoss(margin,
     distance=LpDistance(normalize_embeddings=False))`` with its default ``AvgNonZeroReducer``.
 
     - ``margin=None`` (default): ``√k / 2``, a quarter of the diameter ``2√k`` of the ±1 code
@@ -341,38 +312,12 @@ class EuclideanTripletLoss(_CodeTripletLoss):
         return math.sqrt(bits) / 2.0
 
     def distance_matrix(self, codes: torch.Tensor) -> torch.Tensor:
-        return pairwise_distance(codes, "euclidean", normalize=False)
+        return euclidean_distance(codes, normalize=False)
 
 
 # --------------------------------------------------------------------------- registry
-# Factories take (num_classes, dim, **args) like every loss; num_classes is unused here.
+# The classes take no num_classes; factory_for gives them the (num_classes, dim, **args) form.
 
-
-@LOSSES.register("dpsh")
-def dpsh(
-    num_classes: int, dim: int, quantization_weight: float = 0.1, code_range: str = "pm1"
-) -> nn.Module:
-    return DPSHLoss(quantization_weight=quantization_weight, code_range=code_range, dim=dim)
-
-
-def _triplet_factory(cls: type[_CodeTripletLoss]) -> Callable[..., nn.Module]:
-    """The config factory of a code triplet loss (same arguments for both distances)."""
-
-    def factory(
-        num_classes: int,
-        dim: int,
-        margin: float | None = None,
-        mining: str = "batch_all",
-        reduction: str = "avg_nonzero",
-        quantization_weight: float = 0.0,
-        code_range: str = "pm1",
-    ) -> nn.Module:
-        return cls(margin=margin, mining=mining, reduction=reduction,
-                   quantization_weight=quantization_weight, code_range=code_range, dim=dim)
-
-    factory.__doc__ = cls.__doc__
-    return factory
-
-
-LOSSES.register("hamming_triplet")(_triplet_factory(HammingTripletLoss))
-LOSSES.register("euclidean_triplet")(_triplet_factory(EuclideanTripletLoss))
+LOSSES.register("dpsh")(factory_for(DPSHLoss))
+LOSSES.register("hamming-triplet")(factory_for(HammingTripletLoss))
+LOSSES.register("euclidean-triplet")(factory_for(EuclideanTripletLoss))

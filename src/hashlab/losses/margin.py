@@ -1,7 +1,7 @@
 """Margin- and mining-based softmax losses in one module: :class:`MarginSoftmax`.
 
-Every loss of the family (formulas.md, "Margin- and mining-based softmax") is one choice of a
-*margin* on the target logit and one of a *mining* rule on top:
+Every loss of the family (formulas in ``docs/losses.md``, "Margin- and mining-based softmax") is
+one choice of a *margin* on the target logit and one of a *mining* rule on top:
 
     cos θ_k = normalize(x) · normalize(W_k)
     target  f(m, θ_y):  none      cos θ_y
@@ -31,21 +31,29 @@ finite at cos θ = ±1 while the value is exact; sphere uses the Chebyshev polyn
 T_m(cos θ), with no acos on the gradient path. Zero features give zero cosines and a zero
 gradient instead of NaN or 1/eps.
 
-The paper defaults live in :data:`PRESETS`, one registered ``LOSSES`` factory per preset, plus the
-generic ``margin_softmax`` that takes every argument.
+The named methods are presets of it, all generated from one table, :data:`PRESET_TABLE`: one row
+per paper (key, class, one-line description, arguments), one class per row (:class:`ArcFace`,
+:class:`CosFace`, ...) registered in ``LOSSES`` under the row's key, plus the generic
+``margin-softmax`` that takes every argument. A row's ``margin`` and ``mining`` fix the method;
+its other arguments are the ones its class accepts, with the row's values as defaults.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hashlab.losses.registry import LOSSES
-from hashlab.losses.softmax import _check_inputs
+from hashlab.losses.softmax import check_class_batch
+from hashlab.registry import canonical_key
+from hashlab.validation import check_nonnegative
 
 MARGINS = ("none", "sphere", "cos", "arc", "combined")
 MININGS = ("none", "hard", "focal", "sv")
@@ -55,6 +63,7 @@ _DEFAULT_M = {"none": 0.0, "sphere": 4, "cos": 0.35, "arc": 0.5, "combined": 0.0
 _ACOS_EPS = 1e-7  # acos takes its gradient at cos clamped to [−1 + eps, 1 − eps]: finite at ±1
 
 
+@LOSSES.register("margin-softmax")
 class MarginSoftmax(nn.Module):
     """Normalised-softmax cross-entropy with a target margin and an optional mining rule.
 
@@ -127,8 +136,7 @@ class MarginSoftmax(nn.Module):
                              f"got {m1}, {m2}, {m3}")
         if t < 1:
             raise ValueError(f"t must be >= 1, got {t}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        check_nonnegative(gamma, "gamma")
         if not 0 < hard_ratio <= 1:
             raise ValueError(f"hard_ratio must be in (0, 1], got {hard_ratio}")
         annealing = (sphere_lambda_base, sphere_lambda_gamma, sphere_lambda_power,
@@ -238,7 +246,7 @@ class MarginSoftmax(nn.Module):
 
     # --------------------------------------------------------------------------------- loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels, self.dim, self.num_classes)
+        check_class_batch(embeddings, labels, self.dim, self.num_classes)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             logits = self.margin_logits(embeddings, labels)
             if self.training and self.margin == "sphere":
@@ -290,131 +298,128 @@ def _chebyshev(c: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ presets
-PRESETS: dict[str, dict[str, Any]] = {
-    # NormFace: normalised features and weights, no margin; s = 16 (NormFace learns the scale
-    # and reports values around 16 for ~10^4 classes; fixed here).
-    "normface": {"margin": "none", "mining": "none", "s": 16.0},
-    # The mining baselines are NormFace + a mining rule (same s = 16, so only the mining differs):
-    # HM-Softmax keeps the hardest half of each batch, F-Softmax uses the focal γ = 2.
-    "hm_softmax": {"margin": "none", "mining": "hard", "s": 16.0, "hard_ratio": 0.5},
-    "focal_softmax": {"margin": "none", "mining": "focal", "s": 16.0, "gamma": 2.0},
-    # A-Softmax with m = 4 and SphereFace's λ annealing (base 1000, gamma 0.12, power 1, min 5).
-    # Features are normalised and scaled by s = 30 like the other margins (hashlab's codes are
-    # bounded tanh outputs, so ‖x‖ is a poor scale); normalize_features=False, s=1 gives the
-    # paper's original z = ‖x‖ ψ(θ).
-    "sphereface": {"margin": "sphere", "mining": "none", "s": 30.0, "m": 4,
-                   "normalize_features": True, "sphere_lambda_base": 1000.0,
-                   "sphere_lambda_gamma": 0.12, "sphere_lambda_power": 1.0,
-                   "sphere_lambda_min": 5.0},
-    # CosFace / AM-Softmax: m = 0.35 with s = 30 (the AM-Softmax value; CosFace used 64).
-    "cosface": {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35},
-    "am_softmax": {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35},
-    "arcface": {"margin": "arc", "mining": "none", "s": 64.0, "m": 0.5},
-    # "Naive mining-margin": focal weight × CosFace margin.
-    "mining_margin": {"margin": "cos", "mining": "focal", "s": 30.0, "m": 0.35, "gamma": 2.0},
-    # SV-Softmax and SV-X-Softmax, the authors' defaults (s = 32, t = 1.2, adaptive form).
-    "sv_softmax": {"margin": "none", "mining": "sv", "s": 32.0, "t": 1.2,
-                   "sv_form": "adaptive"},
-    "sv_am_softmax": {"margin": "cos", "mining": "sv", "s": 32.0, "m": 0.35, "t": 1.2,
-                      "sv_form": "adaptive"},
-    "sv_arc_softmax": {"margin": "arc", "mining": "sv", "s": 32.0, "m": 0.5, "t": 1.2,
-                       "sv_form": "adaptive"},
-}
+
+
+class Preset(NamedTuple):
+    """One named method: its registry key, its class, the one line ``hashlab list`` shows and its
+    :class:`MarginSoftmax` arguments (``margin`` and ``mining`` fix the method; the others are
+    the arguments its class accepts, with these values as defaults)."""
+
+    key: str
+    cls: str
+    description: str
+    args: Mapping[str, Any]
+
+
+#: the arguments of a row that define the method (not settable on the preset's class)
+METHOD_ARGS = ("margin", "mining")
+
+#: The single source of the presets and their defaults.
+PRESET_TABLE: tuple[Preset, ...] = (
+    # NormFace learns the scale and reports values around 16 for ~10^4 classes; fixed here.
+    Preset("normface", "NormFace", "NormFace: normalised softmax, no margin (Wang et al. 2017)",
+           {"margin": "none", "mining": "none", "s": 16.0}),
+    # The mining baselines are NormFace + a mining rule (same s, so only the mining differs).
+    Preset("hm-softmax", "HMSoftmax", "HM-Softmax: NormFace on the hardest part of each batch",
+           {"margin": "none", "mining": "hard", "s": 16.0, "hard_ratio": 0.5}),
+    Preset("focal-softmax", "FocalSoftmax", "F-Softmax: NormFace with the focal weight "
+           "(Lin et al. 2017)", {"margin": "none", "mining": "focal", "s": 16.0, "gamma": 2.0}),
+    # SphereFace's λ annealing. Features are normalised and scaled by s like the other margins
+    # (hashlab's codes are bounded tanh outputs, so ‖x‖ is a poor scale); normalize_features=False,
+    # s=1 gives the paper's original z = ‖x‖ ψ(θ).
+    Preset("sphereface", "SphereFace", "SphereFace (A-Softmax): multiplicative angular margin "
+           "(Liu et al. 2017)",
+           {"margin": "sphere", "mining": "none", "s": 30.0, "m": 4, "normalize_features": True,
+            "sphere_lambda_base": 1000.0, "sphere_lambda_gamma": 0.12,
+            "sphere_lambda_power": 1.0, "sphere_lambda_min": 5.0}),
+    # CosFace and AM-Softmax: the AM-Softmax scale (CosFace used s = 64).
+    Preset("cosface", "CosFace", "CosFace: additive cosine margin (H. Wang et al. 2018)",
+           {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35}),
+    Preset("am-softmax", "AMSoftmax", "AM-Softmax: additive cosine margin (F. Wang et al. 2018)",
+           {"margin": "cos", "mining": "none", "s": 30.0, "m": 0.35}),
+    Preset("arcface", "ArcFace", "ArcFace: additive angular margin (Deng et al. 2019)",
+           {"margin": "arc", "mining": "none", "s": 64.0, "m": 0.5}),
+    Preset("mining-margin", "MiningMarginSoftmax", "Naive mining-margin softmax: focal weight "
+           "with the CosFace margin",
+           {"margin": "cos", "mining": "focal", "s": 30.0, "m": 0.35, "gamma": 2.0}),
+    # SV-Softmax and SV-X-Softmax: the authors' defaults.
+    Preset("sv-softmax", "SVSoftmax", "SV-Softmax: support vector guided softmax "
+           "(X. Wang et al.)", {"margin": "none", "mining": "sv", "s": 32.0, "t": 1.2,
+                                "sv_form": "adaptive"}),
+    Preset("sv-am-softmax", "SVAMSoftmax", "SV-AM-Softmax: SV-Softmax with the CosFace margin",
+           {"margin": "cos", "mining": "sv", "s": 32.0, "m": 0.35, "t": 1.2,
+            "sv_form": "adaptive"}),
+    Preset("sv-arc-softmax", "SVArcSoftmax", "SV-Arc-Softmax: SV-Softmax with the ArcFace margin",
+           {"margin": "arc", "mining": "sv", "s": 32.0, "m": 0.5, "t": 1.2,
+            "sv_form": "adaptive"}),
+)
+
+_ROWS = {row.cls: row for row in PRESET_TABLE}
+
+#: key -> that preset's MarginSoftmax arguments (a read-only view of :data:`PRESET_TABLE`)
+PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {row.key: MappingProxyType(dict(row.args)) for row in PRESET_TABLE})
 
 
 def from_preset(name: str, num_classes: int, dim: int, **overrides: Any) -> MarginSoftmax:
-    """``MarginSoftmax`` with ``PRESETS[name]`` updated by ``overrides``."""
-    return MarginSoftmax(num_classes, dim, **{**PRESETS[name], **overrides})
+    """``MarginSoftmax`` with the arguments of preset ``name`` updated by ``overrides`` (any
+    argument, the method's too)."""
+    return MarginSoftmax(num_classes, dim, **{**PRESETS[canonical_key(name)], **overrides})
 
 
-# the generic loss takes every constructor argument: register the class itself
-LOSSES.register("margin_softmax")(MarginSoftmax)
+class MarginPreset(MarginSoftmax):
+    """Base of the named presets: a subclass named in :data:`PRESET_TABLE` gets a constructor
+    ``(num_classes, dim, <the row's tunable arguments, its values as defaults>)`` that fixes the
+    row's ``margin`` and ``mining``, a docstring, and its ``LOSSES`` entry (the row's key,
+    description and arguments)."""
+
+    preset: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        row = _ROWS.get(cls.__name__)
+        if row is None or cls.__module__ != __name__:
+            return  # a user's subclass of a preset: inherits everything
+        fixed = {k: row.args[k] for k in METHOD_ARGS}
+        base = inspect.signature(MarginSoftmax).parameters
+        signature = inspect.Signature([
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            base["num_classes"], base["dim"],
+            *(base[k].replace(default=v) for k, v in row.args.items() if k not in fixed),
+        ])
+
+        def __init__(self: MarginSoftmax, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)  # TypeError naming an unknown argument
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            del arguments["self"]
+            super(cls, self).__init__(**fixed, **arguments)
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        cls.preset = row.key
+        method = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+        cls.__doc__ = (f"{row.description}.\n\n:class:`MarginSoftmax` with ``{method}``; its "
+                       f"arguments and defaults: row ``{row.key}`` of :data:`PRESET_TABLE`. "
+                       "Formulas: ``docs/losses.md``.")
+        LOSSES.register(row.key, description=row.description, defaults=row.args)(cls)
 
 
-@LOSSES.register("normface")
-def normface(num_classes: int, dim: int, s: float = 16.0) -> nn.Module:
-    return from_preset("normface", num_classes, dim, s=s)
+# One class per row of PRESET_TABLE, so that a paper's name finds its class.
+class NormFace(MarginPreset): ...
+class HMSoftmax(MarginPreset): ...
+class FocalSoftmax(MarginPreset): ...
+class SphereFace(MarginPreset): ...
+class CosFace(MarginPreset): ...
+class AMSoftmax(MarginPreset): ...
+class ArcFace(MarginPreset): ...
+class MiningMarginSoftmax(MarginPreset): ...
+class SVSoftmax(MarginPreset): ...
+class SVAMSoftmax(MarginPreset): ...
+class SVArcSoftmax(MarginPreset): ...
 
 
-@LOSSES.register("hm_softmax")
-def hm_softmax(
-    num_classes: int, dim: int, s: float = 16.0, hard_ratio: float = 0.5
-) -> nn.Module:
-    return from_preset("hm_softmax", num_classes, dim, s=s, hard_ratio=hard_ratio)
-
-
-@LOSSES.register("focal_softmax")
-def focal_softmax(num_classes: int, dim: int, s: float = 16.0, gamma: float = 2.0) -> nn.Module:
-    return from_preset("focal_softmax", num_classes, dim, s=s, gamma=gamma)
-
-
-@LOSSES.register("sphereface")
-def sphereface(
-    num_classes: int,
-    dim: int,
-    s: float = 30.0,
-    m: int = 4,
-    normalize_features: bool = True,
-    sphere_lambda_base: float = 1000.0,
-    sphere_lambda_gamma: float = 0.12,
-    sphere_lambda_power: float = 1.0,
-    sphere_lambda_min: float = 5.0,
-) -> nn.Module:
-    return from_preset(
-        "sphereface", num_classes, dim, s=s, m=m, normalize_features=normalize_features,
-        sphere_lambda_base=sphere_lambda_base, sphere_lambda_gamma=sphere_lambda_gamma,
-        sphere_lambda_power=sphere_lambda_power, sphere_lambda_min=sphere_lambda_min,
-    )
-
-
-@LOSSES.register("cosface")
-def cosface(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35) -> nn.Module:
-    return from_preset("cosface", num_classes, dim, s=s, m=m)
-
-
-@LOSSES.register("am_softmax")
-def am_softmax(num_classes: int, dim: int, s: float = 30.0, m: float = 0.35) -> nn.Module:
-    return from_preset("am_softmax", num_classes, dim, s=s, m=m)
-
-
-@LOSSES.register("arcface")
-def arcface(num_classes: int, dim: int, s: float = 64.0, m: float = 0.5) -> nn.Module:
-    return from_preset("arcface", num_classes, dim, s=s, m=m)
-
-
-@LOSSES.register("mining_margin")
-def mining_margin(
-    num_classes: int, dim: int, s: float = 30.0, m: float = 0.35, gamma: float = 2.0
-) -> nn.Module:
-    return from_preset("mining_margin", num_classes, dim, s=s, m=m, gamma=gamma)
-
-
-@LOSSES.register("sv_softmax")
-def sv_softmax(
-    num_classes: int, dim: int, s: float = 32.0, t: float = 1.2, sv_form: str = "adaptive"
-) -> nn.Module:
-    return from_preset("sv_softmax", num_classes, dim, s=s, t=t, sv_form=sv_form)
-
-
-@LOSSES.register("sv_am_softmax")
-def sv_am_softmax(
-    num_classes: int,
-    dim: int,
-    s: float = 32.0,
-    m: float = 0.35,
-    t: float = 1.2,
-    sv_form: str = "adaptive",
-) -> nn.Module:
-    return from_preset("sv_am_softmax", num_classes, dim, s=s, m=m, t=t, sv_form=sv_form)
-
-
-@LOSSES.register("sv_arc_softmax")
-def sv_arc_softmax(
-    num_classes: int,
-    dim: int,
-    s: float = 32.0,
-    m: float = 0.5,
-    t: float = 1.2,
-    sv_form: str = "adaptive",
-) -> nn.Module:
-    return from_preset("sv_arc_softmax", num_classes, dim, s=s, m=m, t=t, sv_form=sv_form)
+#: key -> preset class (a KeyError here at import names a row of PRESET_TABLE without its class)
+PRESET_CLASSES: Mapping[str, type[MarginPreset]] = MappingProxyType(
+    {row.key: globals()[row.cls] for row in PRESET_TABLE})

@@ -1,4 +1,5 @@
-"""Softmax cross-entropy on a linear classifier over the code (the plain baseline)."""
+"""Softmax cross-entropy on a linear classifier over the code (the plain baseline), and the
+hashing baseline with a quantization penalty."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashlab.losses.registry import LOSSES
+from hashlab.validation import check_batch, check_nonnegative
+
+__all__ = ["HashCrossEntropyLoss", "SoftmaxLoss", "check_class_batch", "quantization_penalty"]
 
 
-def _check_inputs(
+def check_class_batch(
     embeddings: torch.Tensor, labels: torch.Tensor, dim: int, num_classes: int
 ) -> None:
-    if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-        raise ValueError(
-            f"embeddings must have shape [batch, {dim}], got {tuple(embeddings.shape)}"
-        )
-    if labels.shape != embeddings.shape[:1]:
-        raise ValueError(
-            f"labels must have shape [{embeddings.shape[0]}], got {tuple(labels.shape)}"
-        )
+    """``embeddings`` is ``[batch, dim]`` and ``labels`` are ``[batch]`` ids in
+    ``[0, num_classes)`` (the inputs of a loss with a classifier over ``num_classes``)."""
+    check_batch(embeddings, labels, dim)
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got range "
@@ -27,6 +26,12 @@ def _check_inputs(
         )
 
 
+def quantization_penalty(codes: torch.Tensor) -> torch.Tensor:
+    """``mean((|u| − 1)²)``: zero exactly when every relaxed bit is ±1."""
+    return (codes.abs() - 1).pow(2).mean()
+
+
+@LOSSES.register("softmax")
 class SoftmaxLoss(nn.Module):
     """Cross-entropy of a linear classifier ``W x + b`` over the embedding.
 
@@ -43,10 +48,11 @@ class SoftmaxLoss(nn.Module):
         return self.classifier(embeddings)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels, self.dim, self.num_classes)
+        check_class_batch(embeddings, labels, self.dim, self.num_classes)
         return F.cross_entropy(self.logits(embeddings), labels)
 
 
+@LOSSES.register("hash-ce")
 class HashCrossEntropyLoss(SoftmaxLoss):
     """Baseline hashing loss: cross-entropy over the relaxed (tanh) code + quantization penalty.
 
@@ -58,29 +64,8 @@ class HashCrossEntropyLoss(SoftmaxLoss):
         self, num_classes: int, dim: int, quantization_weight: float = 0.1, bias: bool = True
     ) -> None:
         super().__init__(num_classes, dim, bias=bias)
-        if quantization_weight < 0:
-            raise ValueError(f"quantization_weight must be >= 0, got {quantization_weight}")
-        self.quantization_weight = quantization_weight
+        self.quantization_weight = check_nonnegative(quantization_weight, "quantization_weight")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ce = super().forward(embeddings, labels)
         return ce + self.quantization_weight * quantization_penalty(embeddings)
-
-
-def quantization_penalty(codes: torch.Tensor) -> torch.Tensor:
-    """``mean((|u| − 1)²)``: zero exactly when every relaxed bit is ±1."""
-    return (codes.abs() - 1).pow(2).mean()
-
-
-@LOSSES.register("softmax")
-def softmax(num_classes: int, dim: int, bias: bool = True) -> nn.Module:
-    return SoftmaxLoss(num_classes, dim, bias=bias)
-
-
-@LOSSES.register("hash_ce")
-def hash_ce(
-    num_classes: int, dim: int, quantization_weight: float = 0.1, bias: bool = True
-) -> nn.Module:
-    return HashCrossEntropyLoss(
-        num_classes, dim, quantization_weight=quantization_weight, bias=bias
-    )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hashlab.registry import Registry
-
-BACKBONES: Registry[nn.Module] = Registry("backbone")
+from hashlab.models.registry import BACKBONES
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -18,6 +16,7 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     ]
 
 
+@BACKBONES.register("small-cnn")
 class SmallCNN(nn.Module):
     """A compact CNN for 28×28 images (Fashion-MNIST), fast on a 2-core CPU.
 
@@ -66,6 +65,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+@BACKBONES.register("resnet18-cifar")
 class CifarResNet18(nn.Module):
     """ResNet-18 in the CIFAR layout (3×3 stem, no max-pool), for 32×32 inputs; 512-d features."""
 
@@ -89,13 +89,3 @@ class CifarResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.layers(self.stem(x)))
-
-
-@BACKBONES.register("small_cnn")
-def small_cnn(in_channels: int = 1, width: int = 32, feature_dim: int = 512) -> nn.Module:
-    return SmallCNN(in_channels=in_channels, width=width, feature_dim=feature_dim)
-
-
-@BACKBONES.register("resnet18_cifar")
-def resnet18_cifar(in_channels: int = 3, width: int = 64) -> nn.Module:
-    return CifarResNet18(in_channels=in_channels, width=width)

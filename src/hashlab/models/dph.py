@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from hashlab.index.codes import unpack_bits
-from hashlab.models.heads import HEADS, HashHead
+from hashlab.models.heads import HashHead
+from hashlab.models.registry import HEADS
 
 __all__ = ["DPHHead", "attribute_probabilities", "category_probabilities"]
 
 
+@HEADS.register("dph")
 class DPHHead(HashHead):
     """k-bit binary-like layer ``B^r = σ(W φ + b)``; bits = ``B^r > 0.5`` ⇔ pre-activation > 0."""
 
@@ -30,7 +32,6 @@ class DPHHead(HashHead):
         super().__init__(in_dim, dim, activation="sigmoid")  # DPH's layer is always a sigmoid
 
 
-HEADS.register("dph")(DPHHead)
 
 
 def _bits_tensor(packed: np.ndarray, nbits: int, dtype: torch.dtype) -> torch.Tensor:

@@ -26,13 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from hashlab.registry import Registry
-
-HEADS: Registry[nn.Module] = Registry("head")
+from hashlab.models.registry import HEADS
 
 ACTIVATIONS = ("tanh", "sigmoid", "sign_ste")
 
 
+@HEADS.register("embedding")
 class EmbeddingHead(nn.Module):
     """Linear projection to a d-dimensional float embedding."""
 
@@ -73,6 +72,7 @@ def sign_ste(z: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(z)
 
 
+@HEADS.register("hash")
 class HashHead(EmbeddingHead):
     """k-bit hash layer: relaxed code ``u = act(W φ + b)``; bits = ``W φ + b > 0``.
 
@@ -103,5 +103,3 @@ class HashHead(EmbeddingHead):
         return sign_ste(z)
 
 
-HEADS.register("embedding")(EmbeddingHead)
-HEADS.register("hash")(HashHead)

@@ -3,16 +3,18 @@ deployable one: float32 embeddings or packed uint8 bits (FAISS's bit order)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from hashlab.config import ModelConfig, check_kwargs
 from hashlab.index.codes import pack_bits
-from hashlab.models.backbones import BACKBONES
-from hashlab.models.heads import HEADS
+from hashlab.models.registry import BACKBONES, HEADS
+from hashlab.registry import check_kwargs
+
+if TYPE_CHECKING:
+    from hashlab.config import ModelConfig
 
 
 class CodeModel(nn.Module):
@@ -61,10 +63,10 @@ class CodeModel(nn.Module):
 
 def build_model(config: ModelConfig, in_channels: int) -> CodeModel:
     """Build a :class:`CodeModel` from its config; bad backbone args raise ConfigError."""
-    factory = BACKBONES.get(config.backbone)
+    factory = BACKBONES.get(config.backbone, key="model.backbone")
     check_kwargs(factory, config.backbone_args, "model.backbone_args")
     backbone = factory(in_channels=in_channels, **config.backbone_args)
-    check_kwargs(HEADS.get(config.head), config.head_args, "model.head_args")
-    head = HEADS.build(config.head, in_dim=backbone.feature_dim, dim=config.dim,
-                       **config.head_args)
+    head_factory = HEADS.get(config.head, key="model.head")
+    check_kwargs(head_factory, config.head_args, "model.head_args")
+    head = head_factory(in_dim=backbone.feature_dim, dim=config.dim, **config.head_args)
     return CodeModel(backbone, head)

@@ -7,7 +7,6 @@ encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training 
 
 from __future__ import annotations
 
-import inspect
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +19,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hashlab.config import RunConfig, check_kwargs
+from hashlab.config import RunConfig
 from hashlab.data.augment import BatchAugment
+from hashlab.data.facts import TrainData
 from hashlab.data.registry import load_dataset
 from hashlab.errors import CheckpointError, ConfigError
 from hashlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hashlab.losses.registry import LOSSES
 from hashlab.models.model import CodeModel, build_model
+from hashlab.registry import check_kwargs
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
@@ -63,21 +64,31 @@ class EpochStats:
 Callback = Callable[["Trainer", int, int], None]
 
 
-def build_loss(config: RunConfig, num_classes: int, num_attributes: int | None = None
-               ) -> nn.Module:
-    factory = LOSSES.get(config.loss.name)
-    check_kwargs(factory, config.loss.args, "loss.args")
-    params = inspect.signature(factory).parameters
-    extra: dict[str, Any] = {}
-    if "num_attributes" in params:
-        if num_attributes is None:
-            raise ConfigError(f"loss {config.loss.name!r} needs attribute labels: set "
-                              "data.attributes (e.g. data.attributes: fmnist)")
-        extra["num_attributes"] = num_attributes
-    elif num_attributes is not None:
-        raise ConfigError(f"data.attributes is set but loss {config.loss.name!r} does not use "
-                          "attributes (use loss.name: dph)")
-    return factory(num_classes=num_classes, dim=config.model.dim, **extra, **config.loss.args)
+def build_loss(config: RunConfig, data: TrainData | None = None, *,
+               num_classes: int | None = None) -> nn.Module:
+    """The configured loss for training data ``data`` (or just ``num_classes``).
+
+    A loss registered with ``needs=(fact, ...)`` (see :mod:`hashlab.data.facts`) gets
+    ``data=`` as well, and the config must provide each fact (``data.<fact>``); a fact the data
+    provides but the loss does not need is refused, since it would be silently ignored.
+    """
+    if data is None:
+        if num_classes is None:
+            raise TypeError("build_loss needs data or num_classes")
+        data = TrainData(num_classes=num_classes, labels=np.empty(0, dtype=np.int64))
+    entry = LOSSES.entry(config.loss.name, key="loss.name")
+    check_kwargs(entry.obj, config.loss.args, "loss.args")
+    needs = frozenset(entry.meta.get("needs", ()))
+    for fact in sorted(needs - data.provides()):
+        raise ConfigError(f"loss {entry.name!r} needs data.{fact} (labels the training "
+                          f"images do not have yet): set data.{fact}")
+    for fact in sorted(data.provides() - needs):
+        raise ConfigError(f"data.{fact} is set but loss {entry.name!r} does not use {fact}; "
+                          f"remove data.{fact} or choose a loss that needs it "
+                          "(hashlab list losses)")
+    extra: dict[str, Any] = {"data": data} if needs else {}
+    return entry.obj(num_classes=data.num_classes, dim=config.model.dim, **extra,
+                     **config.loss.args)
 
 
 def build_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
@@ -132,7 +143,8 @@ class Trainer:
             dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
             dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
-        self.targets: torch.Tensor | None = None  # [N, 1 + p] (category, attributes) for DPH
+        # with data.attributes the labels given to the loss are [N, 1 + p]: category, attributes
+        self.targets: torch.Tensor | None = None
         self.attribute_names: list[str] | None = None
         self.partial_summary: dict[str, int] | None = None
         if d.attributes is not None:
@@ -141,12 +153,11 @@ class Trainer:
         self.num_classes = int(dataset.num_classes)
         in_channels = int(dataset.image_shape[0])
         self.model: CodeModel = build_model(config.model, in_channels).to(self.device)
-        n_attr = None if self.attribute_names is None else len(self.attribute_names)
-        self.loss_fn = build_loss(config, self.num_classes, n_attr).to(self.device)
-        if self.targets is not None and hasattr(self.loss_fn, "set_attribute_counts"):
-            attrs = self.targets[:, 1:]
-            self.loss_fn.set_attribute_counts((attrs == 1).sum(0).numpy(),
-                                              (attrs == 0).sum(0).numpy())
+        self.train_data = self._train_data()
+        self.loss_fn = build_loss(config, self.train_data).to(self.device)
+        on_train_data = getattr(self.loss_fn, "on_train_data", None)
+        if callable(on_train_data):  # the documented hook (hashlab.data.facts)
+            on_train_data(self.train_data)
         self.augment = BatchAugment(d.augment)
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
@@ -166,15 +177,23 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.diagram = None
         if config.train.triplet_diagram:
-            from hashlab.losses.triplet import TripletDiagram
+            from hashlab.diagnostics.triplet_diagram import TripletDiagram
 
             self.diagram = TripletDiagram(mode="hardest")
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
+    def _train_data(self) -> TrainData:
+        """What the training set provides to the loss (the ``on_train_data`` hook)."""
+        if self.targets is None:
+            return TrainData(self.num_classes, np.asarray(self.dataset.labels, dtype=np.int64))
+        targets = self.targets.numpy()
+        return TrainData(self.num_classes, targets[:, 0], targets[:, 1:], self.attribute_names)
+
     def _attach_attributes(self, dataset: Any) -> Any:
-        """Per-image attributes from ``data.attributes``, then DPH's partial-label protocol."""
+        """Per-image attributes from ``data.attributes``, then the partial-label protocol
+        (``data.partial_labels``: parts with the category or the attributes hidden)."""
         from hashlab.data.attributes import partial_labels, resolve_attributes
 
         d = self.config.data

@@ -1,0 +1,40 @@
+"""What the training data provides to a method: the hook through which a loss (or a model)
+learns the facts it needs (class count, attribute labels, ...) without the engine naming it.
+
+A loss registered with ``needs=("attributes",)`` receives ``data=TrainData`` in its factory,
+and any loss may define ``on_train_data(self, data: TrainData)``, called once before
+training starts (e.g. to count positive labels). See ``docs/contributing.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TrainData"]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training set as seen by a loss.
+
+    Attributes:
+        num_classes: number of classes.
+        labels: int64 class ids ``[N]`` of the training images (``-1`` = category hidden).
+        attributes: ``[N, p]`` attribute labels (1 = has it, 0 = has not, 2 = unknown), or None.
+        attribute_names: the ``p`` attribute names, or None.
+    """
+
+    num_classes: int
+    labels: np.ndarray
+    attributes: np.ndarray | None = None
+    attribute_names: list[str] | None = None
+
+    def provides(self) -> frozenset[str]:
+        """The optional facts present (the names a loss may list in ``needs``)."""
+        return frozenset({"attributes"} if self.attributes is not None else ())
+
+    @property
+    def num_attributes(self) -> int:
+        return 0 if self.attributes is None else int(self.attributes.shape[1])
