@@ -1,11 +1,23 @@
-"""The ``hashlab`` command line: train → encode → eval, and ``demo`` for all three at once."""
+"""The ``hashlab`` command line: train → encode → eval, and ``demo`` for all three at once.
+
+Every command reports an expected failure (a bad config, a missing or damaged file, a full
+disk, ...) as ``error: <what> (<which file or key>): <how to fix>`` and exits with status 2; an
+interrupt exits with 130. Anything else is a bug in hashlab: its traceback is printed, with a
+request to report it, and the exit status is 1. All of it happens in :func:`_report`.
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
+import json
+import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -13,8 +25,86 @@ import typer
 from hashlab.errors import HashlabError
 from hashlab.registry import load_plugins
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hashlab: train, encode, index, search and evaluate compact image codes.")
+
+BUG_HINT = ("this is a bug in hashlab; please report it with the command you ran "
+            "(and the traceback above)")
+# OSErrors that are the user's or the machine's business, not a bug: a path that is missing,
+# forbidden or of the wrong kind, a full or read-only disk
+_EXPECTED_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError,
+                       NotADirectoryError, FileExistsError)
+_EXPECTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG})
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _report(exc: BaseException, expected: tuple[type[BaseException], ...] = ()) -> int:
+    """Print ``exc`` as the user should see it; returns the exit status (2 expected, 130
+    interrupted, 1 a bug, with its traceback)."""
+    if isinstance(exc, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
+    if isinstance(exc, (HashlabError, *expected)):
+        message = str(exc)
+    elif isinstance(exc, OSError) and (isinstance(exc, _EXPECTED_OS_ERRORS)
+                                       or exc.errno in _EXPECTED_ERRNOS):
+        from hashlab.io import describe_os_error
+
+        reason, action = describe_os_error(exc)
+        where = f" ({exc.filename})" if exc.filename is not None else ""
+        message = f"{reason}{where}: {action}"
+    elif isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        message = (f"out of memory ({type(exc).__name__}): use smaller batches "
+                   "(train.batch_size, --batch-size) or smaller images, or a larger machine")
+    else:
+        traceback.print_exception(exc, file=sys.stderr)
+        typer.secho(BUG_HINT, fg=typer.colors.RED, err=True)
+        return 1
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return 2
+
+
+def _guarded(fn: F, expected: tuple[type[BaseException], ...] = ()) -> F:
+    """``fn`` with every failure reported by :func:`_report` (the one error-handling path of
+    every command); ``expected``: exception types that are bad input for this command."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - reported by _report
+            raise typer.Exit(code=_report(exc, expected)) from None
+
+    return run  # type: ignore[return-value]
+
+
+def command(name: str | None = None, *, expected: tuple[type[BaseException], ...] = ()
+            ) -> Callable[[F], F]:
+    """``@app.command(name)`` whose failures go through :func:`_report`."""
+    return lambda fn: app.command(name)(_guarded(fn, expected))
+
+
+def _check_output_file(out: Path | None) -> None:
+    """Refuse ``--out`` before any work when it cannot be written as a file: an existing
+    folder, a path under a file, or a folder without write permission."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise HashlabError(f"--out {out}: is a folder; give a file name (e.g. "
+                           f"{out / 'out.json'})")
+    _check_parent_writable(out)
+
+
+def _check_parent_writable(out: Path) -> None:
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HashlabError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HashlabError(f"--out {out}: no permission to write in {parent}")
 
 
 def _choices(module: str, name: str) -> str:
@@ -24,17 +114,16 @@ def _choices(module: str, name: str) -> str:
     return "|".join(getattr(importlib.import_module(module), name).names())
 
 
-@app.callback()
 def _main(
     plugin: Annotated[list[str] | None, typer.Option(
         "--plugin", help="import this module or package first, so that the losses, datasets, "
                          "index kinds, ... it registers can be used (repeatable; also "
                          "$HASHLAB_PLUGINS)")] = None,
 ) -> None:
-    try:
-        load_plugins(plugin or [])
-    except HashlabError as exc:
-        _fail(exc)
+    load_plugins(plugin or [])
+
+
+app.callback()(_guarded(_main))
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 DEMO_CONFIG = "fmnist/hash64"
@@ -53,11 +142,6 @@ def resolve_config_path(config: str) -> Path:
     raise HashlabError(f"config {config!r} is neither a file nor a preset; presets: {presets}")
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
 def _format_table(rows: list[tuple[str, str]], title: str) -> str:
     width = max(len(k) for k, _ in rows)
     vwidth = max(len(v) for _, v in rows)
@@ -68,7 +152,7 @@ def _format_table(rows: list[tuple[str, str]], title: str) -> str:
     return "\n".join(out)
 
 
-@app.command()
+@command()
 def train(
     config: Annotated[str, typer.Argument(help="YAML config file or preset name (fmnist/hash64)")],
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from its checkpoint")]
@@ -85,24 +169,21 @@ def train(
     from hashlab.config import load_config
     from hashlab.train.engine import Trainer
 
-    try:
-        overrides = list(set_ or []) + ([f"name={name}"] if name else [])
-        cfg = load_config(resolve_config_path(config), overrides)
-        trainer = Trainer(cfg, run_dir, progress=progress)
-        typer.echo(f"training {cfg.name} → {trainer.run_dir}")
-        trainer.fit(resume=resume)
-    except HashlabError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        raise typer.Exit(code=130) from None
+    # --name is a string as given (quoted: "2024" or "a: b" must not become a number or a map)
+    overrides = list(set_ or []) + ([f"name={json.dumps(name)}"] if name is not None else [])
+    cfg = load_config(resolve_config_path(config), overrides)
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    typer.echo(f"training {cfg.name} → {trainer.run_dir}")
+    trainer.fit(resume=resume)
     typer.echo(f"done: {trainer.run_dir}")
 
 
-@app.command()
+@command()
 def encode(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
     split: Annotated[str, typer.Option(help="dataset split to encode (train or test)")] = "test",
-    out: Annotated[Path | None, typer.Option(help="output .npz (default RUN/codes/SPLIT.npz)")]
+    out: Annotated[Path | None, typer.Option(
+        help="output .npz file (default RUN/codes/SPLIT.npz); an existing folder is refused")]
     = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per batch")] = 1024,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
@@ -110,25 +191,24 @@ def encode(
     """Encode a split into float32 codes and packed bits (.npz with float, bits, labels)."""
     from hashlab.encode import CODES_DIR, TrainedRun
 
-    try:
-        trained = TrainedRun(run)
-        codes = trained.encode(split, batch_size=batch_size, progress=progress)
-        path = out or run / CODES_DIR / f"{split}.npz"
-        if out:
-            codes.save(out)
-    except HashlabError as exc:
-        _fail(exc)
+    _check_output_file(out)
+    trained = TrainedRun(run)
+    codes = trained.encode(split, batch_size=batch_size, progress=progress)
+    path = out or run / CODES_DIR / f"{split}.npz"
+    if out:
+        codes.save(out)
     bits = f", bits {codes.bits.shape} uint8" if codes.bits is not None else ""
     typer.echo(f"{len(codes)} codes → {path} (float {codes.float.shape} float32{bits})")
 
 
-@app.command("eval")
+@command("eval", expected=(ValueError,))
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
     protocol: Annotated[str, typer.Option(
         help=f"evaluation protocol: {_choices('hashlab.eval.registry', 'PROTOCOLS')}")]
     = "fmnist-retrieval",
-    out: Annotated[Path | None, typer.Option(help="output JSON (default RUN/eval/PROTOCOL.json)")]
+    out: Annotated[Path | None, typer.Option(
+        help="output JSON file (default RUN/eval/PROTOCOL.json); an existing folder is refused")]
     = None,
     index: Annotated[Path | None, typer.Option(
         "--index", help="search the queries in this index (built by `hashlab index` from the "
@@ -141,10 +221,8 @@ def evaluate(
     from hashlab.eval.report import result_rows
     from hashlab.io import atomic_write_json
 
-    try:
-        result = evaluate_run(TrainedRun(run), protocol, progress=progress, index_dir=index)
-    except (HashlabError, ValueError) as exc:
-        _fail(exc)
+    _check_output_file(out)
+    result = evaluate_run(TrainedRun(run), protocol, progress=progress, index_dir=index)
     suffix = f"-index-{result['index']['kind']}" if index is not None else ""
     path = out or run / "eval" / f"{protocol}{suffix}.json"
     atomic_write_json(path, result)
@@ -152,7 +230,7 @@ def evaluate(
     typer.echo(f"written {path}")
 
 
-@app.command()
+@command()
 def demo(
     config: Annotated[str, typer.Option(help="config file or preset")] = DEMO_CONFIG,
     run_dir: Annotated[Path | None, typer.Option(help="run directory")] = None,
@@ -170,22 +248,17 @@ def demo(
     from hashlab.train.engine import CHECKPOINT, FINAL_MODEL, Trainer
 
     start = time.perf_counter()
-    try:
-        cfg = load_config(resolve_config_path(config), list(set_ or []))
-        directory = run_dir or Path(cfg.output_dir) / cfg.name
-        if (directory / FINAL_MODEL).exists():
-            typer.echo(f"{directory} already holds a finished run: evaluating it "
-                       "(remove the directory to train again)")
-        else:
-            resume = (directory / CHECKPOINT).exists()
-            typer.echo(("resuming" if resume else "training") + f" {cfg.name} → {directory}")
-            Trainer(cfg, directory, progress=progress).fit(resume=resume)
-        train_seconds = time.perf_counter() - start
-        result = evaluate_run(TrainedRun(directory), cfg.eval.protocol, progress=progress)
-    except HashlabError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        raise typer.Exit(code=130) from None
+    cfg = load_config(resolve_config_path(config), list(set_ or []))
+    directory = run_dir or Path(cfg.output_dir) / cfg.name
+    if (directory / FINAL_MODEL).exists():
+        typer.echo(f"{directory} already holds a finished run: evaluating it "
+                   "(remove the directory to train again)")
+    else:
+        resume = (directory / CHECKPOINT).exists()
+        typer.echo(("resuming" if resume else "training") + f" {cfg.name} → {directory}")
+        Trainer(cfg, directory, progress=progress).fit(resume=resume)
+    train_seconds = time.perf_counter() - start
+    result = evaluate_run(TrainedRun(directory), cfg.eval.protocol, progress=progress)
     total = time.perf_counter() - start
     result["seconds_total"], result["seconds_train"] = total, train_seconds
     atomic_write_json(directory / "eval" / "demo.json", result)
@@ -194,7 +267,7 @@ def demo(
     typer.echo(_format_table(rows, f"hashlab demo: {cfg.eval.protocol}, {cfg.name}"))
 
 
-@app.command()
+@command(expected=(ValueError, NotImplementedError))
 def index(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
     split: Annotated[str, typer.Option(help="split whose codes fill the index")] = "train",
@@ -203,39 +276,42 @@ def index(
              f"float: {_choices('hashlab.index.registry', 'FLOAT_KINDS')}")] = "flat",
     code: Annotated[str, typer.Option(help="binary (Hamming) or float (cosine) codes")]
     = "binary",
-    out: Annotated[Path | None, typer.Option(help="index directory (default RUN/index-SPLIT-KIND)")]
-    = None,
+    out: Annotated[Path | None, typer.Option(
+        help="index folder (default RUN/index-SPLIT-KIND); an existing folder that is not an "
+             "index, or a file, is refused")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per encoding batch")] = 1024,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Build a FAISS index of a split's codes (ids = image positions in the split) and save it."""
     from hashlab.encode import TrainedRun
-    from hashlab.index import BinaryIndex, FloatIndex, save_index
-    from hashlab.io import atomic_write_json
+    from hashlab.eval.common import save_run_index
+    from hashlab.index import BinaryIndex, FloatIndex
+    from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
+    from hashlab.index.store import MANIFEST_FILE
 
-    try:
-        if code not in ("binary", "float"):
-            raise HashlabError(f"--code must be 'binary' or 'float', got {code!r}")
-        trained = TrainedRun(run)
-        codes = trained.encode(split, batch_size=batch_size, progress=progress)
-        ids = np.arange(len(codes), dtype=np.int64)
-        if code == "binary":
-            if codes.bits is None:
-                raise HashlabError("this run has an embedding head: use --code float")
-            idx: Any = BinaryIndex(codes.nbits, kind)
-            idx.add(codes.bits, ids)
-        else:
-            idx = FloatIndex(codes.float.shape[1], kind)
-            idx.add(codes.float, ids)
-        name = f"index-{split}-{kind}" if code == "binary" else f"index-{split}-float-{kind}"
-        path = out or run / name
-        save_index(idx, path, model_run=str(run.resolve()))
-        from hashlab.eval.protocols import INDEX_SOURCE_FILE
-
-        atomic_write_json(path / INDEX_SOURCE_FILE, {"run": str(run.resolve()), "split": split,
-                                                     "code": code})
-    except (HashlabError, ValueError, NotImplementedError) as exc:
-        _fail(exc)
+    if code not in ("binary", "float"):
+        raise HashlabError(f"--code must be 'binary' or 'float', got {code!r}")
+    (BINARY_KINDS if code == "binary" else FLOAT_KINDS).canonical(kind, key="--kind")
+    if out is not None:  # checked before encoding: save_index refuses these only at the end
+        if out.exists() and not (out / MANIFEST_FILE).is_file() and (
+                not out.is_dir() or any(out.iterdir())):
+            raise HashlabError(f"--out {out}: exists and is not an index folder; give a new "
+                               "or empty folder")
+        _check_parent_writable(out)
+    trained = TrainedRun(run)
+    codes = trained.encode(split, batch_size=batch_size, progress=progress)
+    ids = np.arange(len(codes), dtype=np.int64)
+    if code == "binary":
+        if codes.bits is None:
+            raise HashlabError("this run has an embedding head: use --code float")
+        idx: Any = BinaryIndex(codes.nbits, kind)
+        idx.add(codes.bits, ids)
+    else:
+        idx = FloatIndex(codes.float.shape[1], kind)
+        idx.add(codes.float, ids)
+    name = f"index-{split}-{kind}" if code == "binary" else f"index-{split}-float-{kind}"
+    path = out or run / name
+    save_run_index(trained, idx, path, split=split, code=code)  # with its source.json
     typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
 
 
@@ -250,16 +326,13 @@ def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None
     if sum(x is not None and x != [] for x in (images, ids, split)) != 1:
         raise HashlabError("give exactly one of --image, --ids or --split")
     if images:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
+
+        from hashlab.data.image_folder import read_image
 
         c, h, w = trained.meta["image_shape"]
-        arrays = []
-        for p in images:
-            try:
-                with Image.open(p) as im:
-                    arrays.append(np.asarray(im.convert("L" if c == 1 else "RGB").resize((w, h))))
-            except (OSError, UnidentifiedImageError) as exc:
-                raise HashlabError(f"cannot read image {p}: {exc}") from exc
+        arrays = [read_image(p, "L" if c == 1 else "RGB", (h, w), Image.Resampling.BICUBIC)
+                  for p in images]
         ref = trained.load_split(source["split"])
         ds = ArrayDataset(np.stack(arrays), np.zeros(len(arrays), dtype=np.int64),
                           mean=ref.mean, std=ref.std)
@@ -277,7 +350,7 @@ def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None
     return codes.take(sel), [f"{split}:{i}" for i in sel]
 
 
-@app.command()
+@command(expected=(ValueError, NotImplementedError))
 def search(
     index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="index directory")],
     image: Annotated[list[Path] | None, typer.Option(help="query image file (repeatable)")]
@@ -290,37 +363,43 @@ def search(
     k: Annotated[int, typer.Option(min=1, help="neighbours per query")] = 10,
     radius: Annotated[int | None, typer.Option(
         min=0, help="binary: all codes within this Hamming radius instead of the top k")] = None,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="guarantee complete results: raise the index's search parameters for "
+                        "this search, or scan every stored code (slower). Without it a search "
+                        "beyond what the index kind finds exactly prints a warning and is "
+                        "marked \"exact\": false in the JSON")] = False,
     run: Annotated[Path | None, typer.Option(help="run that encodes queries (default: the "
                                                   "index's run)")] = None,
-    out: Annotated[Path | None, typer.Option(help="write results as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="write results as JSON to this file (an existing folder is refused)")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Search an index with images, indexed ids or a whole split; prints or writes JSON."""
     from hashlab.encode import TrainedRun
     from hashlab.eval.protocols import load_run_index, read_index_source
+    from hashlab.index.query import run_query
     from hashlab.io import atomic_write_json
 
-    try:
-        source = read_index_source(index_dir)
-        trained = TrainedRun(run or source["run"])
-        binary = source["code"] == "binary"
-        idx, _ = load_run_index(trained, index_dir)
-        queries, names = _query_codes(trained, source, image, ids, split, limit, progress)
-        q = queries.bits if binary else queries.float
-        if radius is not None:
-            if not binary:
-                raise HashlabError("--radius needs a binary index")
-            hits = idx.range_search(q, radius)
-        else:
-            dist, found = idx.search(q, k)
-            hits = [(d[f >= 0], f[f >= 0]) for d, f in zip(dist, found, strict=True)]
-    except (HashlabError, ValueError, NotImplementedError) as exc:
-        _fail(exc)
+    _check_output_file(out)
+    source = read_index_source(index_dir)
+    trained = TrainedRun(run or source["run"])
+    binary = source["code"] == "binary"
+    idx, _ = load_run_index(trained, index_dir)
+    queries, names = _query_codes(trained, source, image, ids, split, limit, progress)
+    q = queries.bits if binary else queries.float
+    if radius is not None and not binary:
+        raise HashlabError("--radius needs a binary index")
+    if not out:  # only the first 20 queries are printed
+        q, names = q[:20], names[:20]
+    res = run_query(idx, q, k=None if radius is not None else k, radius=radius, exact=exact)
+    for warning in res.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     results = [{"query": n, "ids": f.tolist(), ("distances" if binary else "similarities"):
-                d.tolist()} for n, (d, f) in zip(names, hits, strict=True)]
+                d.tolist(), "exact": bool(ok)}
+               for n, (d, f), ok in zip(names, res.hits, res.query_exact, strict=True)]
     if out:
         atomic_write_json(out, {"index": str(index_dir), "k": k, "radius": radius,
-                                "results": results})
+                                **res.summary(), "results": results})
         typer.echo(f"{len(results)} queries → {out}")
     else:
         for r in results[:20]:
@@ -328,11 +407,11 @@ def search(
             shown = ", ".join(f"{i} ({d:.4g})" for i, d in pairs[:k])
             more = f" … {len(pairs)} within radius {radius}" if len(pairs) > k else ""
             typer.echo(f"{r['query']}: {shown}{more}")
-        if len(results) > 20:
-            typer.echo(f"... {len(results) - 20} more queries (use --out for all)")
+        if len(queries) > 20:
+            typer.echo(f"... {len(queries) - 20} more queries (use --out for all)")
 
 
-@app.command("list")
+@command("list")
 def list_methods(
     family: Annotated[str | None, typer.Argument(
         help="one family (losses, hashers, binary-index-kinds, ...); default: all")] = None,
@@ -346,7 +425,8 @@ def list_methods(
     if family is not None:
         key = family.strip().lower().replace("_", "-")
         if key not in families:
-            _fail(HashlabError(f"unknown family {family!r}; known: {', '.join(sorted(families))}"))
+            raise HashlabError(f"unknown family {family!r}; known: "
+                               f"{', '.join(sorted(families))}")
         families = {key: families[key]}
     for name, registry in families.items():
         entries = registry.entries()
@@ -362,7 +442,7 @@ def list_methods(
         typer.echo("")
 
 
-@app.command()
+@command()
 def presets() -> None:
     """List the bundled config presets."""
     for p in sorted(CONFIG_ROOT.rglob("*.yaml")):
@@ -370,10 +450,14 @@ def presets() -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    """The ``hashlab`` console script: the commands report their own failures (``_report``);
+    this catches what escapes them (while the command line itself is being set up)."""
     try:
         app()
     except BrokenPipeError:
         sys.exit(1)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - reported by _report
+        sys.exit(_report(exc))
 
 
 __all__ = ["app"]

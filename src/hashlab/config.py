@@ -7,6 +7,9 @@ Every field has a type and a default; unknown keys, wrong types and out-of-range
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +20,9 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from hashlab.errors import ConfigError, HashlabError
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+INT_MAX = 2**63 - 1  # every integer ends up in a torch / numpy int64
 
 
 @dataclass
@@ -50,6 +56,11 @@ class PartialLabelsConfig:
                "fractions both + category + attribute must sum to <= 1")
         _check(len(self.use) > 0 and len(set(self.use)) == len(self.use), f"{path}.use",
                "must name each part at most once, and at least one")
+        _check_seed(self.seed, f"{path}.seed")
+
+
+MAX_IMAGE_SIZE = 4096
+MAX_DIM = 65536
 
 
 @dataclass
@@ -66,6 +77,8 @@ class DataConfig:
     partial_labels: PartialLabelsConfig | None = None
 
     def validate(self, path: str) -> None:
+        _check(self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+               f"{path}.image_size", f"must be in 1..{MAX_IMAGE_SIZE} or null")
         if self.partial_labels is not None:
             _check(self.attributes is not None, f"{path}.partial_labels",
                    "needs data.attributes (the labels it hides)")
@@ -85,7 +98,7 @@ class ModelConfig:
     dim: int = 64
 
     def validate(self, path: str) -> None:
-        _check(self.dim > 0, f"{path}.dim", "must be > 0")
+        _check(0 < self.dim <= MAX_DIM, f"{path}.dim", f"must be in 1..{MAX_DIM}")
 
 
 @dataclass
@@ -135,6 +148,9 @@ class SamplerConfig:
         _check(self.k >= 2, f"{path}.k", "must be >= 2")
 
 
+MAX_THREADS = 1024
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -149,17 +165,22 @@ class TrainConfig:
     def validate(self, path: str) -> None:
         _check(self.epochs > 0, f"{path}.epochs", "must be > 0")
         _check(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
-        _check(self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-               f"{path}.device", "must be 'auto', 'cpu' or 'cuda[:N]'")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               f"{path}.device", f"must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         for name in ("threads", "max_batches_per_epoch", "limit_train_samples"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"{path}.{name}", "must be > 0 or null")
+        _check(self.threads is None or self.threads <= MAX_THREADS, f"{path}.threads",
+               f"must be <= {MAX_THREADS}")
 
 
 @dataclass
 class EvalConfig:
     protocol: str = "fmnist-retrieval"
     batch_size: int = 1024
+
+    def validate(self, path: str) -> None:
+        _check(self.batch_size > 0, f"{path}.batch_size", "must be > 0")
 
 
 @dataclass
@@ -188,6 +209,10 @@ class RunConfig:
         from hashlab.models.registry import BACKBONES, HEADS
         from hashlab.registry import load_plugins
 
+        _check(_is_folder_name(self.name), "name",
+               f"must be a single folder name (not empty, not '.' or '..', no '/' or '\\'), got "
+               f"{self.name!r}; to train elsewhere, set output_dir or pass --run-dir")
+        _check_seed(self.seed, "seed")
         load_plugins(self.plugins)
         for registry, key, value in ((DATASETS, "data.dataset", self.data.dataset),
                                      (BACKBONES, "model.backbone", self.model.backbone),
@@ -198,6 +223,12 @@ class RunConfig:
                 registry.canonical(value)
             except HashlabError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
+        # method arguments get the type of the factory's parameter (``s: 30.0`` → a number)
+        self.loss.args = coerce_args(LOSSES.get(self.loss.name), self.loss.args, "loss.args")
+        self.model.backbone_args = coerce_args(BACKBONES.get(self.model.backbone),
+                                               self.model.backbone_args, "model.backbone_args")
+        self.model.head_args = coerce_args(HEADS.get(self.model.head), self.model.head_args,
+                                           "model.head_args")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,6 +243,65 @@ T = TypeVar("T")
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+def _check_seed(seed: int, key: str) -> None:
+    _check(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32 - 1), got {seed}")
+
+
+def _is_folder_name(name: str) -> bool:
+    """A single path component: the run directory stays inside ``output_dir``."""
+    return name.strip() not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+_SIMPLE_TYPES: dict[Any, type] = {t: t for t in (bool, int, float, str)}
+_SIMPLE_TYPES.update({t.__name__: t for t in (bool, int, float, str)})
+
+
+def _param_type(param: inspect.Parameter) -> Any:
+    """The type a factory parameter wants (from its annotation, else its default), or None."""
+    ann = param.annotation
+    if isinstance(ann, str):  # ``from __future__ import annotations``: "float | None"
+        parts = {p.strip() for p in ann.split("|")}
+        nullable = bool(parts & {"None", "NoneType"})
+        simple = [_SIMPLE_TYPES.get(p) for p in parts - {"None", "NoneType"}]
+        if len(simple) == 1 and simple[0] is not None:
+            return simple[0] | None if nullable else simple[0]
+        return None
+    if isinstance(ann, type) and ann in _SIMPLE_TYPES:
+        return ann
+    if ann is inspect.Parameter.empty and type(param.default) in (bool, float, str):
+        return type(param.default)
+    return None
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """No NaN or infinity anywhere in ``value`` (nested lists and mappings included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+
+
+def coerce_args(factory: Any, args: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Check and convert the values of a method's ``args`` (``loss.args``, ...) to the types of
+    ``factory``'s parameters, with the same rules as typed config keys (finite numbers, ...).
+    Unknown argument names are left to :func:`hashlab.registry.check_kwargs`."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        params = {}  # type: ignore[assignment]
+    out = {}
+    for name, value in args.items():
+        param = params.get(name) if isinstance(name, str) else None
+        tp = _param_type(param) if param is not None else None
+        out[name] = _coerce(value, tp, f"{key}.{name}") if tp is not None else value
+        _check_finite(out[name], f"{key}.{name}")
+    return out
 
 
 def _describe(tp: Any) -> str:
@@ -265,16 +355,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if abs(value) > INT_MAX:
+            raise ConfigError(f"{key}: {value} is out of range (at most {INT_MAX} in size)")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):  # YAML reads "5e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(number)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -311,11 +410,17 @@ def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | N
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+            data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text (UTF-8) YAML file ({exc})") from exc
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config must be a mapping at the top level, got {type(data).__name__}")
+        where = "" if isinstance(source, Mapping) else f"{source}: "
+        raise ConfigError(f"{where}config must be a mapping at the top level (key: value lines), "
+                          f"got {type(data).__name__}")
     data = _apply_overrides(dict(data), overrides or [])
     return from_dict(RunConfig, data)
 
@@ -325,13 +430,24 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, An
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
         key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted key such as "
+                              f"train.epochs, got the key {key!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except (yaml.YAMLError, RecursionError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{key}: {raw!r} is not a valid YAML value ({problem}); check its "
+                              "brackets and quotes (a text holding ':', '[' or '{' needs quotes: "
+                              f"--set '{key}=\"...\"')") from None
         node = data
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            if not isinstance(child, Mapping):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
             node[part] = child = dict(child)
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return data

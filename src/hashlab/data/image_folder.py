@@ -5,7 +5,8 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,40 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".tif",
     ".tiff",
 )
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+               Image.DecompressionBombWarning)
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn whatever Pillow raises on a damaged, foreign or oversized file into a DataError
+    naming ``path``; an image over Pillow's decompression-bomb limit is refused too (Pillow
+    only warns below twice the limit)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{path}: cannot read image: it has more pixels than Pillow's limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}), which guards against "
+            "decompression bombs; shrink the image, or raise the limit only if you trust the "
+            f"file ({exc})") from exc
+    except _PIL_ERRORS as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+
+
+def read_image(path: str | os.PathLike[str], mode: Literal["RGB", "L"],
+               size: tuple[int, int] | None = None,
+               resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
+    """An image file as uint8 [H, W] ("L") or [H, W, 3] ("RGB"), resized to ``size``
+    ((height, width)) when given; a damaged, foreign or oversized file is a DataError."""
+    path = Path(path)
+    with _decoding(path), Image.open(path) as img:
+        img = img.convert(mode)
+        if size is not None:
+            img = img.resize((size[1], size[0]), resample)
+        return np.array(img, dtype=np.uint8)
 
 
 def _image_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -145,11 +179,8 @@ class ImageFolderDataset(Dataset):
         if self.image_size is not None:
             return (self.channels, *self.image_size)
         path = self.samples[0][0]
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except _PIL_ERRORS as exc:
-            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        with _decoding(path), Image.open(path) as img:
+            width, height = img.size
         return (self.channels, height, width)
 
     def __len__(self) -> int:
@@ -157,16 +188,7 @@ class ImageFolderDataset(Dataset):
 
     def load_array(self, i: int) -> np.ndarray:
         """Image ``i`` as uint8 [H, W] ("L") or [H, W, 3] ("RGB"), resized if configured."""
-        path = self.samples[i][0]
-        try:
-            with Image.open(path) as img:
-                img = img.convert(self.mode)
-                if self.image_size is not None:
-                    height, width = self.image_size
-                    img = img.resize((width, height), Image.Resampling.BILINEAR)
-                return np.array(img, dtype=np.uint8)
-        except _PIL_ERRORS as exc:
-            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        return read_image(self.samples[i][0], self.mode, self.image_size)
 
     def _to_tensor(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 [B, H, W(, C)] -> normalised float32 [B, C, H, W]."""

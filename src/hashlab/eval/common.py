@@ -7,7 +7,6 @@ and protocols are defined in ``docs/protocols.md``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sized
 from pathlib import Path
@@ -15,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from hashlab.artifacts import SHA256_PATTERN, check_fields
 from hashlab.data.registry import resolve_dataset_name
 from hashlab.encode import Codes, TrainedRun
 from hashlab.errors import ConfigError, HashlabError
 from hashlab.eval.index_metrics import index_retrieval_metrics
 from hashlab.eval.metrics import retrieval_metrics
-from hashlab.index import BinaryIndex, load_index
+from hashlab.index import BinaryIndex, IndexFileError, load_index, read_manifest, save_index
+from hashlab.index.store import MANIFEST_FILE, SOURCE_FILE, read_source
 
 __all__ = [
     "FASHION_MNIST",
@@ -30,10 +31,12 @@ __all__ = [
     "binary_index_metrics",
     "evaluate_codes",
     "fmnist_query_indices",
+    "index_source",
     "is_dataset",
     "load_run_index",
     "protocol_result",
     "read_index_source",
+    "save_run_index",
 ]
 
 #: canonical name of the dataset of the ``fmnist-*`` protocols
@@ -41,8 +44,8 @@ FASHION_MNIST = "fashion-mnist"
 FMNIST_QUERIES = 1000
 FMNIST_QUERY_SEED = 0
 
-#: the file ``hashlab index`` writes beside an index: the run, split and code it holds
-INDEX_SOURCE_FILE = "source.json"
+#: the file ``hashlab index`` writes inside an index: the run, split, code and model it holds
+INDEX_SOURCE_FILE = SOURCE_FILE
 
 
 def is_dataset(name: str, canonical: str) -> bool:
@@ -117,23 +120,72 @@ def evaluate_codes(queries: Codes, database: Codes, *, topk: tuple[int, ...] = (
     return results
 
 
+#: what ``source.json`` must hold, and the types
+_SOURCE_FIELDS: dict[str, type] = {"run": str, "split": str, "code": str, "model_sha256": str}
+
+
+def _rebuild_hint(index_dir: Any, source: dict[str, Any], kind: str = "KIND") -> str:
+    code = " --code float" if source.get("code") == "float" else ""
+    return (f"rebuild it: hashlab index {source.get('run', 'RUN')} --split "
+            f"{source.get('split', 'SPLIT')} --kind {kind}{code} --out {index_dir}")
+
+
 def read_index_source(index_dir: Any) -> dict[str, Any]:
-    """The ``source.json`` that ``hashlab index`` writes beside an index: run, split, code."""
-    source_path = Path(index_dir) / INDEX_SOURCE_FILE
-    if not source_path.is_file():
-        raise ConfigError(f"{index_dir} has no {INDEX_SOURCE_FILE}: build it with `hashlab index`")
-    return json.loads(source_path.read_text())
+    """The ``source.json`` that ``hashlab index`` writes inside an index: run, split, code and
+    the SHA-256 of the model that made the codes; checked against the index's manifest.
+    :class:`~hashlab.index.IndexFileError` naming the file when it is missing or malformed."""
+    index_dir = Path(index_dir)
+    source_path = index_dir / INDEX_SOURCE_FILE
+    if index_dir.is_dir() and not any((index_dir / name).exists()
+                                      for name in (INDEX_SOURCE_FILE, MANIFEST_FILE)):
+        raise IndexFileError(f"{index_dir} is not an index directory (no {MANIFEST_FILE}, no "
+                             f"{INDEX_SOURCE_FILE}): build one with `hashlab index RUN ...`")
+    manifest = read_manifest(index_dir)
+    source = read_source(index_dir, manifest)
+    if source is None:
+        raise IndexFileError(f"{index_dir} has no {INDEX_SOURCE_FILE}: it was not built by "
+                             "`hashlab index`; build it with `hashlab index RUN ...`")
+    hint = f"; {_rebuild_hint(index_dir, source, manifest['kind'])}"
+    check_fields(source, _SOURCE_FIELDS, source_path, "index source file", IndexFileError, hint)
+    if source["code"] not in ("binary", "float"):
+        raise IndexFileError(f"{source_path}: code must be 'binary' or 'float', got "
+                             f"{source['code']!r}{hint}")
+    if not SHA256_PATTERN.fullmatch(source["model_sha256"]):
+        raise IndexFileError(f"{source_path}: model_sha256 is not a SHA-256 hex digest{hint}")
+    if (source["code"] == "binary") != (manifest["family"] == "binary"):
+        raise IndexFileError(f"{source_path}: says {source['code']} codes but the index holds "
+                             f"{manifest['family']} ones{hint}")
+    return source
+
+
+def index_source(run: TrainedRun, split: str, code: str) -> dict[str, Any]:
+    """The ``source.json`` of an index of ``run``'s ``split`` (``code``: binary or float)."""
+    return {"run": str(run.run_dir.resolve()), "split": split, "code": code,
+            "model_sha256": run.model_sha256}
+
+
+def save_run_index(run: TrainedRun, index: Any, path: Any, *, split: str, code: str) -> Path:
+    """Save ``index`` (of ``run``'s ``split``) with its ``source.json``, in one atomic swap."""
+    return save_index(index, path, model_run=str(run.run_dir.resolve()),
+                      source=index_source(run, split, code))
 
 
 def load_run_index(run: TrainedRun, index_dir: Any) -> tuple[Any, dict[str, Any]]:
-    """Load an index built by ``hashlab index`` and check it matches ``run``'s code width and
-    the size of the split it was built from."""
+    """Load an index built by ``hashlab index`` and check it was built by ``run``'s current
+    model (same ``model.pt`` SHA-256), for its code width, from a split of the current size."""
     source = read_index_source(index_dir)
-    binary = source.get("code") == "binary"
+    kind = read_manifest(index_dir)["kind"]
+    if source["model_sha256"] != run.model_sha256:
+        raise IndexFileError(
+            f"index {index_dir} was built from another model.pt (SHA-256 "
+            f"{source['model_sha256'][:12]}…) than {run.run_dir}'s current one "
+            f"({run.model_sha256[:12]}…): the run was retrained or replaced, and its codes "
+            f"would not match the queries; {_rebuild_hint(index_dir, source, kind)}")
+    binary = source["code"] == "binary"
     index = load_index(index_dir, **({"expect_nbits": run.model.dim} if binary
                                      else {"expect_dim": run.model.dim}))
-    n_split = len(run.load_split(source.get("split", "train")))
+    n_split = len(run.load_split(source["split"]))
     if index.ntotal != n_split:
         raise ConfigError(f"index at {index_dir} holds {index.ntotal} codes but the run's "
-                          f"{source.get('split')} split has {n_split} images (ids = positions)")
+                          f"{source['split']} split has {n_split} images (ids = positions)")
     return index, source

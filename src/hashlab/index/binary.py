@@ -125,17 +125,20 @@ class BinaryIndex(IdMapIndex):
 
     # -- search ------------------------------------------------------------------------------
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest codes per query: ``(distances int32 [nq, k], ids int64 [nq, k])``.
+    _score_dtype = np.int32
 
-        Rows are sorted by (distance, id); missing results are id -1 / distance -1. Exact for
-        ``flat`` and for every row whose k-th distance is ``<= exact_radius``.
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest codes per query: ``(distances int32 [nq, k'], ids int64 [nq, k'])``.
+
+        ``k' = min(k, ntotal)``: a ``k`` beyond the index size is clamped (memory follows the
+        result, never ``k``). Rows are sorted by (distance, id); codes an approximate kind did
+        not find are id -1 / distance -1. Exact for ``flat`` and for every row whose k-th
+        distance is ``<= exact_radius``. Queries are searched in chunks (``CHUNK_BYTES``); a
+        result over ``MAX_RESULT_BYTES`` raises :class:`ResultTooLargeError` up front.
         """
-        q = self._prepare(queries, "queries")
-        k = check_int(k, "k")
-        nq = q.shape[0]
-        if self.ntotal == 0:
-            return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        return self._search_chunked(queries, k)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         spec = self._spec
         if spec.before_search is not None:
             spec.before_search(self._base, k)
@@ -166,15 +169,23 @@ class BinaryIndex(IdMapIndex):
         rows = np.nonzero((ids[:, -1] >= 0) & (last <= self.exact_radius))[0]
         for dk in np.unique(last[rows]):
             group = rows[last[rows] == dk]
-            res = self._range(q[group], int(dk))
-            for r, (dist, jd) in zip(group, res, strict=True):
-                if dist.size >= k:  # always true when the range search is exact
-                    D[r], ids[r] = dist[:k], jd[:k]
 
-    def _range(self, q: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+            def keep_k(qg: np.ndarray, dk: int = int(dk)) -> tuple[list[Any], int]:
+                res, _ = self._range(qg, dk)
+                return [(d[:k], j[:k]) if d.size >= k else None for d, j in res], 0
+
+            # chunked: a group's range results are dropped once its k best are kept
+            res = self._range_chunked(q[group], keep_k, limited=False)
+            for r, best in zip(group, res, strict=True):
+                if best is not None:  # always, when the range search is exact
+                    D[r], ids[r] = best
+
+    def _range(self, q: np.ndarray, radius: int) -> tuple[list[Any], int]:
+        """Per-query ``(distances, ids)`` within ``radius`` (one FAISS call) and the hit count."""
         # FAISS binary range search keeps distances strictly below its radius
         lims, dist, jd = self._index.range_search(q, int(radius) + 1)
-        return split_range(lims, dist.astype(np.int32, copy=False), jd, descending=False)
+        res = split_range(lims, dist.astype(np.int32, copy=False), jd, descending=False)
+        return res, int(lims[-1])
 
     def range_search(
         self, queries: Any, radius: int, *, require_exact: bool = False
@@ -184,10 +195,13 @@ class BinaryIndex(IdMapIndex):
         Each list entry is sorted by (distance, id). Exact for ``radius <= exact_radius``
         (``flat``: always; ``hash``: ``<= nflip``; ``multihash``: ``<= nhash*(nflip+1)-1``);
         otherwise some codes may be missed, or, with ``require_exact=True``, a ValueError is
-        raised. ``hnsw`` has no range search (NotImplementedError).
+        raised (:func:`hashlab.index.query.run_query` with ``exact=True`` makes any radius exact).
+        ``hnsw`` has no range search (NotImplementedError). Queries are searched in chunks that
+        hold at most ``CHUNK_BYTES`` of results each; once the results pass
+        ``MAX_RESULT_BYTES``, :class:`ResultTooLargeError`.
         """
         q = self._prepare(queries, "queries")
-        radius = check_int(radius, "radius", 0)
+        radius = min(check_int(radius, "radius", 0), self._nbits)  # no code is farther
         if not self._spec.range_search:
             raise NotImplementedError(
                 f"FAISS has no range search for kind {self._kind!r}; use one of the kinds "
@@ -199,5 +213,5 @@ class BinaryIndex(IdMapIndex):
                 f"{self.exact_radius}, got radius={radius}"
             )
         if self.ntotal == 0:
-            return [(np.empty(0, np.int32), np.empty(0, np.int64)) for _ in range(q.shape[0])]
-        return self._range(q, radius)
+            return self._empty_ranges(q.shape[0])
+        return self._range_chunked(q, lambda qc: self._range(qc, radius))

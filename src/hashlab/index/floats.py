@@ -114,16 +114,17 @@ class FloatIndex(IdMapIndex):
     # -- search ------------------------------------------------------------------------------
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by cosine: ``(similarities float32 [nq, k], ids int64 [nq, k])``.
+        """Top-k by cosine: ``(similarities float32 [nq, k'], ids int64 [nq, k'])``.
 
-        Rows sorted by (similarity descending, id); missing: id -1, similarity -inf.
+        ``k' = min(k, ntotal)`` (a larger ``k`` is clamped). Rows sorted by (similarity
+        descending, id); vectors an approximate kind did not find: id -1, similarity -inf.
+        Chunked and limited like :meth:`BinaryIndex.search`.
         """
-        q = self._prepare(queries, "queries")
-        k = check_int(k, "k")
-        nq = q.shape[0]
-        if self.ntotal == 0:
-            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        kk = k + 1 if self._spec.exact else k  # one extra result reveals a tie at k
+        return self._search_chunked(queries, k)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # one extra result reveals a tie at k (none possible when k is the whole index)
+        kk = k + 1 if self._spec.exact and k < self.ntotal else k
         S, ids = self._index.search(q, kk)
         ids = ids.astype(np.int64, copy=False)
         S = S.astype(np.float32, copy=False)
@@ -145,21 +146,26 @@ class FloatIndex(IdMapIndex):
                 S[r], ids[r] = s2[:k], i2[:k]
         return S, ids
 
+    def _range(self, q: np.ndarray, t: float) -> tuple[list[Any], int]:
+        # FAISS keeps inner products strictly above its radius; step just below the threshold
+        radius = float(np.nextafter(np.float32(t), np.float32(-np.inf)))
+        lims, S, ids = self._index.range_search(q, radius)
+        res = split_range(lims, S.astype(np.float32, copy=False), ids, descending=True)
+        res = [(s[s >= np.float32(t)], j[s >= np.float32(t)]) for s, j in res]
+        return res, int(lims[-1])
+
     def range_search(
         self, queries: Any, min_similarity: float
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """All vectors with cosine ``>= min_similarity``: per query ``(similarities, ids)``.
 
-        Each entry sorted by (similarity descending, id). Exact for ``flat``.
+        Each entry sorted by (similarity descending, id). Exact for ``flat``. Chunked and
+        limited like :meth:`BinaryIndex.range_search`.
         """
         q = self._prepare(queries, "queries")
         t = check_real(min_similarity, "min_similarity", -np.inf, strict=False)
         if not self._spec.range_search:
             raise NotImplementedError(f"FAISS has no range search for kind {self._kind!r}")
         if self.ntotal == 0:
-            return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in range(q.shape[0])]
-        # FAISS keeps inner products strictly above its radius; step just below the threshold
-        radius = float(np.nextafter(np.float32(t), np.float32(-np.inf)))
-        lims, S, ids = self._index.range_search(q, radius)
-        res = split_range(lims, S.astype(np.float32, copy=False), ids, descending=True)
-        return [(s[s >= np.float32(t)], j[s >= np.float32(t)]) for s, j in res]
+            return self._empty_ranges(q.shape[0])
+        return self._range_chunked(q, lambda qc: self._range(qc, t))

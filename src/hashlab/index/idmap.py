@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Self
 
@@ -13,10 +13,27 @@ import numpy as np
 
 from hashlab.errors import HashlabError
 from hashlab.index.codes import to_numpy
-from hashlab.index.kinds import IndexKind, downcast
+from hashlab.index.kinds import FAMILIES, IndexKind, downcast
 from hashlab.registry import Registry
+from hashlab.validation import check_int
 
-__all__ = ["IdMapIndex", "UnknownIdsError"]
+__all__ = [
+    "CHUNK_BYTES", "MAX_RESULT_BYTES", "RESULT_ENTRY_BYTES", "IdMapIndex", "ResultTooLargeError",
+    "UnknownIdsError",
+]
+
+#: The most bytes of results (score + id arrays) one ``search`` / ``range_search`` call returns;
+#: a larger top-k request is refused before anything is searched, a range search as soon as its
+#: results pass the limit (:class:`ResultTooLargeError`). Read at call time: set
+#: ``hashlab.index.idmap.MAX_RESULT_BYTES`` to change it.
+MAX_RESULT_BYTES = 4 * 2**30
+
+#: Queries are searched in chunks whose results (and FAISS's working memory for them) take about
+#: this many bytes, so temporary memory stays bounded whatever the number of queries.
+CHUNK_BYTES = 256 * 2**20
+
+#: Bytes of one result entry: a 4-byte score (int32 distance / float32 similarity) + an int64 id.
+RESULT_ENTRY_BYTES = 12
 
 
 class UnknownIdsError(HashlabError, ValueError):
@@ -25,6 +42,41 @@ class UnknownIdsError(HashlabError, ValueError):
     def __init__(self, ids: np.ndarray) -> None:
         self.ids = np.asarray(ids, dtype=np.int64)
         super().__init__(f"cannot remove ids that are not in the index: {_fmt_ids(self.ids)}")
+
+
+class ResultTooLargeError(HashlabError, ValueError):
+    """A search would return more results than fit in the memory limit (``MAX_RESULT_BYTES``)."""
+
+
+def _gib(nbytes: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes} bytes"
+
+
+def check_result_size(nq: int, k: int, limit: int | None = None) -> None:
+    """Refuse a top-k request whose ``[nq, k]`` result would exceed ``limit`` bytes."""
+    limit = MAX_RESULT_BYTES if limit is None else limit
+    need = nq * k * RESULT_ENTRY_BYTES
+    if need > limit:
+        raise ResultTooLargeError(
+            f"a top-{k} search of {nq} queries returns {nq} x {k} results ({_gib(need)}), more "
+            f"than the limit of {_gib(limit)}: search fewer queries at a time (--limit), ask for "
+            f"a smaller k, or stream the results chunk by chunk")
+
+
+def range_limit_error(nhits: int, done: int, nq: int, limit: int) -> ResultTooLargeError:
+    """The error of a range search whose results passed ``limit`` bytes after ``done`` queries."""
+    return ResultTooLargeError(
+        f"range search stopped: the first {done} of {nq} queries already found {nhits} results "
+        f"({_gib(nhits * RESULT_ENTRY_BYTES)}), more than the limit of {_gib(limit)}: use a "
+        f"smaller radius, search fewer queries at a time (--limit), or stream the results")
+
+
+def chunk_rows(entries_per_query: int) -> int:
+    """Queries per chunk so that a chunk's results take about ``CHUNK_BYTES`` (at least 1)."""
+    return max(1, CHUNK_BYTES // max(1, entries_per_query * RESULT_ENTRY_BYTES))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +323,31 @@ class IdMapIndex:
             cached = self._increasing = _strictly_increasing(_idmap_ids(self._index))
         return cached
 
+    def flat_copy(self) -> Self:
+        """An exhaustive (``flat``) index of the same codes / vectors and ids: an exact scan.
+
+        Reads the stored rows back from FAISS (the spec's ``storage``) a chunk at a time and
+        holds one copy of them. NotImplementedError for kinds that keep no exact copy
+        (``hash`` buckets, ``ivfpq``'s compressed vectors).
+        """
+        exhaustive = FAMILIES[self._family].exhaustive
+        if self._spec.storage is None:
+            raise NotImplementedError(
+                f"a {self._kind!r} {self._family} index does not keep its {self._items} in a "
+                f"form FAISS can read back, so it cannot be scanned exhaustively; rebuild it "
+                f"as a {exhaustive!r} index")
+        storage = self._spec.storage(self._base)
+        copy = type(self).__new__(type(self))
+        copy._set_size(self._size)
+        copy._setup(exhaustive, {name: self.params[name] for name in self._family_defaults})
+        ids = _idmap_ids(self._index)
+        row_bytes = self._d // 8 if self._family == "binary" else 4 * self._d
+        step = max(1, CHUNK_BYTES // row_bytes)
+        for start in range(0, ids.size, step):
+            n = min(step, ids.size - start)
+            copy._index.add_with_ids(storage.reconstruct_n(start, n), ids[start : start + n])
+        return copy
+
     def set_params(self, **params: Any) -> None:
         """Change the search-time params of this kind (see the class docstring)."""
         allowed = tuple(self._spec.runtime)
@@ -281,6 +358,64 @@ class IdMapIndex:
             )
         self.params = self._resolve_params({**self.params, **params})
         self._apply_runtime()
+
+    # -- search (chunked; the subclasses rank and sort) ---------------------------------------
+
+    #: dtype of the score arrays ``search`` returns
+    _score_dtype: Any = np.float32
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of prepared queries, ``1 <= k <= ntotal`` (implemented by the subclasses)."""
+        raise NotImplementedError
+
+    def _search_chunked(self, queries: Any, k: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``min(k, ntotal)`` of each query, searched a chunk of queries at a time.
+
+        ``k`` beyond the index size is clamped to ``ntotal`` (the columns it would add could only
+        be missing entries), so memory is allocated by the result, never by ``k``; a result over
+        ``MAX_RESULT_BYTES`` is refused before any search. One chunk (the common case) returns
+        the arrays of ``_search`` as they are.
+        """
+        q = self._prepare(queries, "queries")
+        k = min(check_int(k, "k"), self.ntotal)
+        nq = q.shape[0]
+        check_result_size(nq, k)
+        if k == 0:  # empty index
+            return np.empty((nq, 0), self._score_dtype), np.empty((nq, 0), np.int64)
+        step = chunk_rows(k)
+        if nq <= step:
+            return self._search(q, k)
+        scores, ids = np.empty((nq, k), self._score_dtype), np.empty((nq, k), np.int64)
+        for start in range(0, nq, step):
+            scores[start : start + step], ids[start : start + step] = self._search(
+                q[start : start + step], k)
+        return scores, ids
+
+    def _range_chunked(
+        self, q: np.ndarray, run: Callable[[np.ndarray], tuple[list[Any], int]],
+        limited: bool = True,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``run(chunk) -> (per-query results, number of hits)`` over chunks of queries.
+
+        A chunk holds at most ``CHUNK_BYTES`` of results even if every query matched everything
+        in the index; ``limited``: once the results pass ``MAX_RESULT_BYTES``,
+        :class:`ResultTooLargeError`.
+        """
+        limit = MAX_RESULT_BYTES if limited else None
+        nq = q.shape[0]
+        step = chunk_rows(self.ntotal)
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        total = 0
+        for start in range(0, nq, step):
+            res, nhits = run(q[start : start + step])
+            total += nhits
+            if limit is not None and total * RESULT_ENTRY_BYTES > limit:
+                raise range_limit_error(total, min(start + step, nq), nq, limit)
+            out.extend(res)
+        return out
+
+    def _empty_ranges(self, nq: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.empty(0, self._score_dtype), np.empty(0, np.int64)) for _ in range(nq)]
 
     # -- data --------------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
 from hashlab.validation import check_int
 
 __all__ = [
-    "FAMILIES", "HNSW", "Family", "IndexKind", "Setter", "check_ints", "downcast", "register_kind",
+    "FAMILIES", "HNSW", "MAX_EF", "MAX_M", "MAX_NLIST", "Family", "IndexKind", "Setter",
+    "capped", "check_ints", "downcast", "register_kind",
 ]
 
 #: A way to put a parameter on the FAISS index: a dotted attribute path of the wrapped index
@@ -54,13 +55,14 @@ class Family(NamedTuple):
     registry: Any  #: the registry of its kinds
     factory: Callable[[int, str], Any]  #: FAISS index factory ``f(d, factory_string)``
     defaults: Mapping[str, Any]  #: params every kind of the family takes, with defaults
+    exhaustive: str  #: the exact, exhaustive kind that ``flat_copy`` builds
 
 
 FAMILIES: dict[str, Family] = {
-    "binary": Family(BINARY_KINDS, faiss.index_binary_factory, MappingProxyType({})),
+    "binary": Family(BINARY_KINDS, faiss.index_binary_factory, MappingProxyType({}), "flat"),
     "float": Family(
         FLOAT_KINDS, lambda d, s: faiss.index_factory(d, s, faiss.METRIC_INNER_PRODUCT),
-        MappingProxyType({"metric": "cosine"})),  # see hashlab.index.floats.METRICS
+        MappingProxyType({"metric": "cosine"}), "flat"),  # see hashlab.index.floats.METRICS
 }
 
 
@@ -79,15 +81,32 @@ def _set(index: Any, setter: Setter, value: Any) -> None:
     setattr(index, attr, value)
 
 
-def check_ints(params: dict[str, Any], **minimums: int) -> dict[str, Any]:
-    """Check ``params[name]`` is an int ``>= minimum`` for each ``name=minimum`` (in place)."""
-    for name, minimum in minimums.items():
-        params[name] = check_int(params[name], name, minimum)
+def check_ints(params: dict[str, Any], **bounds: int | tuple[int, int]) -> dict[str, Any]:
+    """Check ``params[name]`` is an int ``>= minimum`` for each ``name=minimum``, or within
+    ``minimum..maximum`` for each ``name=(minimum, maximum)`` (in place).
+
+    A maximum keeps a mistyped value from reaching FAISS, which would allocate by it (an IVF's
+    ``nlist`` lists, an HNSW search heap of ``ef_search`` entries) or overflow a C ``int``.
+    """
+    for name, bound in bounds.items():
+        lo, hi = bound if isinstance(bound, tuple) else (bound, None)
+        value = params[name] = check_int(params[name], name, lo)
+        if hi is not None and value > hi:
+            raise ValueError(f"{name}: expected an int <= {hi}, got {value}")
     return params
 
 
+#: largest ``nlist`` of an IVF kind: 4M lists (FAISS allocates every list when it builds the
+#: index, and training needs at least ``nlist`` rows anyway)
+MAX_NLIST = 2**22
+#: largest ``ef_search`` / ``ef_construction`` of HNSW (FAISS allocates a heap of that size)
+MAX_EF = 2**20
+#: largest HNSW ``M`` (each node stores about ``2 * M`` neighbour links per level)
+MAX_M = 256
+
+
 def _hnsw_resolve(params: dict[str, Any], size: int) -> dict[str, Any]:
-    return check_ints(params, M=2, ef_construction=1, ef_search=1)
+    return check_ints(params, M=(2, MAX_M), ef_construction=(1, MAX_EF), ef_search=(1, MAX_EF))
 
 
 #: what the binary and the float HNSW kinds share: ``IndexKind(**HNSW, name=..., ...)``
@@ -96,7 +115,20 @@ HNSW: dict[str, Any] = {
     "resolve": _hnsw_resolve,
     "build_params": {"ef_construction": "hnsw.efConstruction"},  # no factory-string syntax
     "runtime": {"ef_search": "hnsw.efSearch"},
+    "storage": lambda base: base,  # reconstructs from its flat storage
 }
+
+
+def capped(attr: str, cap: str) -> Callable[[Any, Any], None]:
+    """A runtime :data:`Setter` putting ``min(value, index.<cap>)`` on ``index.<attr>``.
+
+    For values past which FAISS does no more (``nprobe`` beyond ``nlist``) or misbehaves
+    (``nflip`` beyond the key width ``b`` never finishes): the index also stays safe when a
+    manifest written before the params were checked carries such a value.
+    """
+    def setter(index: Any, value: Any) -> None:
+        setattr(index, attr, min(int(value), int(getattr(index, cap))))
+    return setter
 
 
 def _fields(template: str) -> set[str]:
@@ -139,6 +171,16 @@ class IndexKind:
             returns them by (distance, position), so with ids increasing in insertion order
             its rows are final (no tie completion).
         before_search: ``f(faiss_index, k)`` called before every ``search``.
+        exact_params: binary: ``f(nbits, params, radius) -> params``: the runtime params under
+            which a range search at ``radius`` (and a top-k row whose k-th distance is within
+            it) is exact (``hash``: ``nflip = radius``); ``None``: no such params. Used by
+            :func:`hashlab.index.query.run_query` with ``exact=True``.
+        probes: ``f(params) -> int``: bucket probes per query with these params (hash tables),
+            so that ``run_query`` can prefer a scan of ``storage`` when probing costs more.
+        storage: ``f(faiss_index) -> faiss index`` whose ``reconstruct_n`` returns the stored
+            codes / vectors exactly, in insertion order (:meth:`IdMapIndex.flat_copy`, the
+            exhaustive path of ``run_query``); ``None``: not recoverable (hash buckets,
+            compressed vectors).
         aliases: older names accepted by look-ups.
     """
 
@@ -159,6 +201,9 @@ class IndexKind:
     exact: bool = False
     insertion_order_ties: bool = False
     before_search: Callable[[Any, int], None] | None = None
+    exact_params: Callable[[int, Mapping[str, Any], int], dict[str, Any]] | None = None
+    probes: Callable[[Mapping[str, Any]], int] | None = None
+    storage: Callable[[Any], Any] | None = None
     aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -174,7 +219,8 @@ class IndexKind:
                 raise ValueError(f"index kind {self.name!r}: {what} names {sorted(unknown)}, "
                                  f"which are not in its defaults {sorted(self.defaults)}")
         wrong = [a for a, fam in (("exact_radius", "binary"), ("insertion_order_ties", "binary"),
-                                  ("exact", "float")) if getattr(self, a) and self.family != fam]
+                                  ("exact_params", "binary"), ("exact", "float"))
+                 if getattr(self, a) and self.family != fam]
         if wrong:
             raise ValueError(f"index kind {self.name!r}: {wrong} do not apply to a "
                              f"{self.family} index")

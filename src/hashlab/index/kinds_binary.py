@@ -7,9 +7,13 @@ sets ``efConstruction`` after the factory (no factory syntax for it).
 
 from __future__ import annotations
 
+from math import comb
 from typing import Any
 
-from hashlab.index.kinds import HNSW, IndexKind, check_ints, register_kind
+import faiss
+
+from hashlab.index import idmap
+from hashlab.index.kinds import HNSW, MAX_NLIST, IndexKind, capped, check_ints, register_kind
 from hashlab.validation import check_int
 
 __all__ = ["COUNTING_KNN_FROM", "DEFAULT_HASH_BITS"]
@@ -22,9 +26,20 @@ DEFAULT_HASH_BITS = 24
 COUNTING_KNN_FROM = 1000
 
 
+#: FAISS's default number of queries per block of an IndexBinaryFlat search
+_QUERY_BATCH = 32
+
+
 def _flat_before_search(base: Any, k: int) -> None:
-    # FAISS's counting k-NN beats its heap for large k (same results, ties included)
-    base.use_heap = k < COUNTING_KNN_FROM
+    """FAISS's counting k-NN beats its heap for large k (same results, ties included), but it
+    allocates ``(d + 1) * k`` int64 per query of a block: the block shrinks to fit
+    ``CHUNK_BYTES`` (fewer queries in parallel), and the heap, whose memory is the result
+    itself, takes over when a single query would not fit."""
+    per_query = (base.d + 1) * k * 8
+    counting = k >= COUNTING_KNN_FROM and per_query <= idmap.CHUNK_BYTES
+    base.use_heap = not counting
+    base.query_batch_size = (
+        min(_QUERY_BATCH, idmap.CHUNK_BYTES // per_query) if counting else _QUERY_BATCH)
 
 
 register_kind(IndexKind(
@@ -37,7 +52,13 @@ register_kind(IndexKind(
     # (distance, position) (tests/test_index.py checks this against brute force)
     insertion_order_ties=True,
     before_search=_flat_before_search,
+    storage=lambda base: base,
 ))
+
+
+def _probes(b: int, nflip: int, nhash: int = 1) -> int:
+    """Buckets probed per query: every key within ``nflip`` flips of ``nhash`` ``b``-bit keys."""
+    return nhash * sum(comb(b, i) for i in range(min(nflip, b) + 1))
 
 
 def _key_bits(p: dict[str, Any], nbits: int, nhash: int) -> int:
@@ -50,8 +71,21 @@ def _hash_resolve(p: dict[str, Any], nbits: int) -> dict[str, Any]:
     if b > min(nbits, 64):
         raise ValueError(f"b: bucket key of {b} bits must be <= min(nbits={nbits}, 64)")
     p["b"] = b
-    p["nflip"] = check_int(p["nflip"], "nflip", 0)
+    p["nflip"] = _check_nflip(p["nflip"], b)
     return p
+
+
+def _check_nflip(nflip: Any, b: int) -> int:
+    nflip = check_int(nflip, "nflip", 0)
+    if nflip > b:
+        # FAISS's probe enumeration never ends for nflip > b; nflip = b probes every key
+        raise ValueError(f"nflip: expected an int <= b={b} (nflip=b already probes every "
+                         f"bucket), got {nflip}")
+    return nflip
+
+
+#: Hash tables: FAISS's ``nflip`` never goes beyond the key width ``b`` (see :func:`capped`).
+_NFLIP = {"nflip": capped("nflip", "b")}
 
 
 register_kind(IndexKind(
@@ -61,8 +95,13 @@ register_kind(IndexKind(
     factory="BHash{b}", faiss_class="IndexBinaryHash",
     defaults={"b": None, "nflip": 2},
     resolve=_hash_resolve,
-    runtime={"nflip": "nflip"},
-    exact_radius=lambda nbits, p: min(p["nflip"], nbits),
+    runtime=_NFLIP,
+    # a code within distance r differs from the query in at most r key bits; with nflip >= b
+    # every bucket is probed
+    exact_radius=lambda nbits, p: nbits if p["nflip"] >= p["b"] else min(p["nflip"], nbits),
+    exact_params=lambda nbits, p, radius: {"nflip": min(radius, p["b"])},
+    probes=lambda p: _probes(p["b"], p["nflip"]),
+    # no storage: FAISS cannot reconstruct codes from IndexBinaryHash buckets
 ))
 
 
@@ -76,8 +115,14 @@ def _multihash_resolve(p: dict[str, Any], nbits: int) -> dict[str, Any]:
             f"multihash needs nhash * b <= nbits and b <= 64, got nhash={nhash}, b={b}, "
             f"nbits={nbits}"
         )
-    p.update(nhash=nhash, b=b, nflip=check_int(p["nflip"], "nflip", 0))
+    p.update(nhash=nhash, b=b, nflip=_check_nflip(p["nflip"], b))
     return p
+
+
+def _multihash_radius(nbits: int, p: Any) -> int:
+    # pigeonhole: a code within distance r is within floor(r / nhash) flips on some key; with
+    # nflip >= b every bucket of every table is probed
+    return nbits if p["nflip"] >= p["b"] else min(p["nhash"] * (p["nflip"] + 1) - 1, nbits)
 
 
 register_kind(IndexKind(
@@ -87,9 +132,13 @@ register_kind(IndexKind(
     factory="BHash{nhash}x{b}", faiss_class="IndexBinaryMultiHash",
     defaults={"nhash": 2, "b": None, "nflip": 1},
     resolve=_multihash_resolve,
-    runtime={"nflip": "nflip"},
-    # pigeonhole: a code within distance r is within floor(r / nhash) flips on some key
-    exact_radius=lambda nbits, p: min(p["nhash"] * (p["nflip"] + 1) - 1, nbits),
+    runtime=_NFLIP,
+    exact_radius=_multihash_radius,
+    # smallest nflip with nhash * (nflip + 1) - 1 >= radius
+    exact_params=lambda nbits, p, radius: {"nflip": min(-(-(radius + 1) // p["nhash"]) - 1,
+                                                        p["b"])},
+    probes=lambda p: _probes(p["b"], p["nflip"], p["nhash"]),
+    storage=lambda base: faiss.downcast_IndexBinary(base.storage),  # an IndexBinaryFlat
 ))
 
 
@@ -99,10 +148,12 @@ register_kind(IndexKind(
                 "when nprobe >= nlist",
     factory="BIVF{nlist}", faiss_class="IndexBinaryIVF",
     defaults={"nlist": 16, "nprobe": 4},
-    resolve=lambda p, nbits: check_ints(p, nlist=1, nprobe=1),
-    runtime={"nprobe": "nprobe"},
+    resolve=lambda p, nbits: check_ints(p, nlist=(1, MAX_NLIST), nprobe=1),
+    runtime={"nprobe": capped("nprobe", "nlist")},
     train_minimum=lambda p: p["nlist"],
     exact_radius=lambda nbits, p: nbits if p["nprobe"] >= p["nlist"] else -1,
+    exact_params=lambda nbits, p, radius: {"nprobe": p["nlist"]},
+    storage=lambda base: base,
 ))
 
 

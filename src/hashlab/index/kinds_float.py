@@ -13,7 +13,7 @@ from typing import Any
 
 import faiss
 
-from hashlab.index.kinds import HNSW, IndexKind, check_ints, register_kind
+from hashlab.index.kinds import HNSW, MAX_NLIST, IndexKind, capped, check_ints, register_kind
 from hashlab.validation import check_int
 
 __all__ = ["default_m"]
@@ -25,6 +25,7 @@ register_kind(IndexKind(
     builder=lambda d, p: faiss.IndexFlatIP(d),
     removable=True,
     exact=True,
+    storage=lambda base: base,
 ))
 
 register_kind(IndexKind(
@@ -42,7 +43,7 @@ def default_m(dim: int) -> int:
 
 
 def _ivfpq_resolve(p: dict[str, Any], dim: int) -> dict[str, Any]:
-    check_ints(p, nlist=1, nprobe=1)
+    check_ints(p, nlist=(1, MAX_NLIST), nprobe=1)
     m = default_m(dim) if p["m"] is None else check_int(p["m"], "m")
     if dim % m:
         raise ValueError(f"m={m} sub-quantizers must divide dim={dim}")
@@ -61,6 +62,7 @@ register_kind(IndexKind(
     factory="IVF{nlist},PQ{m}x{pq_bits}np", faiss_class="IndexIVFPQ",
     defaults={"nlist": 16, "nprobe": 4, "m": None, "pq_bits": 8},
     resolve=_ivfpq_resolve,
-    runtime={"nprobe": "nprobe"},
+    runtime={"nprobe": capped("nprobe", "nlist")},
     train_minimum=lambda p: max(p["nlist"], 2 ** p["pq_bits"]),
+    # no storage: the vectors are kept only product-quantized
 ))

@@ -4,7 +4,9 @@ An index directory holds::
 
     index.faiss     the FAISS index (IDMap2-wrapped, so user ids are inside it)
     manifest.json   {format_version, family, kind, factory, nbits | dim, count, params,
-                     created, model_run, faiss_version, sha256, file_size}
+                     created, model_run, faiss_version, sha256, file_size[, source_sha256]}
+    source.json     optional: what the index was built from (``save_index(..., source=...)``;
+                    ``hashlab index`` records run, split, code and the model's SHA-256)
 
 ``factory`` is the FAISS factory string of the index (e.g. ``BHash2x8``; see
 :mod:`hashlab.index.kinds`), for the record: loading does not need it, and manifests written
@@ -12,19 +14,25 @@ before it was added (same format version) load as before. The FAISS class the lo
 have comes from the kind's spec.
 
 :func:`save_index` writes a complete new directory next to the target (``.<name>.tmp-*``),
-then swaps it in with two renames; the previous directory is removed only after the new one is
-in place, so an exception (or crash) while writing leaves the previous index untouched.
-:func:`load_index` checks the manifest, format version, size and SHA-256 of ``index.faiss``
-before deserializing it, and raises :class:`IndexFileError` naming the bad file otherwise.
+then swaps it in with two renames (under a lock on the parent directory, so concurrent saves
+of one path serialise: the last one wins whole); the previous directory is removed only after the
+new one is in place, so an exception (or crash) while writing leaves the previous index
+untouched. ``source.json`` is written inside the new directory, so it is swapped in with the
+index it describes, and its SHA-256 is in the manifest.
+:func:`load_index` checks the manifest, format version, size and SHA-256 of ``index.faiss`` (and
+of ``source.json``) before deserializing it, and raises :class:`IndexFileError` naming the bad
+file otherwise. No file of an index is unpickled: FAISS's own format and JSON only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,16 +40,20 @@ from typing import Any
 import faiss
 import numpy as np
 
+from hashlab.artifacts import SHA256_PATTERN, parse_json_object, read_json_object, sha256_bytes
 from hashlab.errors import HashlabError
 from hashlab.index.binary import BinaryIndex
 from hashlab.index.floats import FloatIndex
 from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
 
-__all__ = ["FORMAT_VERSION", "IndexFileError", "save_index", "load_index", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "SOURCE_FILE", "IndexFileError", "save_index", "load_index",
+           "read_manifest", "read_source"]
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
+#: the optional sidecar: what the index was built from (written by ``save_index(source=...)``)
+SOURCE_FILE = "source.json"
 
 
 class IndexFileError(HashlabError):
@@ -59,6 +71,22 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``directory`` (no lock file left behind)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on this platform
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -85,23 +113,34 @@ def _write_manifest(manifest: dict[str, Any], path: Path) -> None:
     _write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
 
 
-def save_index(
-    index: BinaryIndex | FloatIndex, path: str | Path, *, model_run: str | None = None
-) -> Path:
-    """Write ``index`` to the directory ``path`` atomically (replacing a previous index there).
-
-    ``model_run`` (e.g. the run directory whose model produced the codes) is recorded in the
-    manifest. Refuses to replace an existing path that is not an index directory.
-    """
-    if not isinstance(index, (BinaryIndex, FloatIndex)):
-        raise TypeError(f"index: expected a BinaryIndex or FloatIndex, got {type(index).__name__}")
-    path = Path(path)
+def _check_replaceable(path: Path) -> None:
     if path.exists() and not (path.is_dir() and (path / MANIFEST_FILE).is_file()):
         if not path.is_dir() or any(path.iterdir()):
             raise IndexFileError(
                 f"{path}: exists and is not an index directory (no {MANIFEST_FILE}); "
                 "refusing to overwrite it"
             )
+
+
+def save_index(
+    index: BinaryIndex | FloatIndex, path: str | Path, *, model_run: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``index`` to the directory ``path`` atomically (replacing a previous index there).
+
+    ``model_run`` (e.g. the run directory whose model produced the codes) is recorded in the
+    manifest. ``source`` (a JSON-serialisable dict: what the index was built from) is written
+    as ``source.json`` in the same atomic swap, its SHA-256 recorded in the manifest. Refuses to
+    replace an existing path that is not an index directory.
+    """
+    if not isinstance(index, (BinaryIndex, FloatIndex)):
+        raise TypeError(f"index: expected a BinaryIndex or FloatIndex, got {type(index).__name__}")
+    if source is not None and not isinstance(source, dict):
+        raise TypeError(f"source: expected a dict, got {type(source).__name__}")
+    source_bytes = None if source is None else (
+        json.dumps(source, indent=2) + "\n").encode("utf-8")
+    path = Path(path)
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     tmp = path.parent / f".{path.name}.tmp-{token}"
@@ -109,6 +148,8 @@ def save_index(
     tmp.mkdir()
     try:
         digest = _write_faiss_file(index, tmp / INDEX_FILE)
+        if source_bytes is not None:
+            _write_bytes(tmp / SOURCE_FILE, source_bytes)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "family": "binary" if isinstance(index, BinaryIndex) else "float",
@@ -126,18 +167,22 @@ def save_index(
             manifest["nbits"] = index.nbits
         else:
             manifest["dim"] = index.dim
+        if source_bytes is not None:
+            manifest["source_sha256"] = sha256_bytes(source_bytes)
         _write_manifest(manifest, tmp / MANIFEST_FILE)
         _fsync_dir(tmp)
-        if path.exists():
-            os.replace(path, old)
-            try:
+        with _dir_lock(path.parent):
+            _check_replaceable(path)  # again: another writer may have acted meanwhile
+            if path.exists():
+                os.replace(path, old)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old, path)
+                    raise
+            else:
                 os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+            _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -160,11 +205,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     mpath = path / MANIFEST_FILE
     if not mpath.is_file():
         raise IndexFileError(f"{mpath}: missing; {path} is not a hashlab index directory")
-    try:
-        manifest = json.loads(mpath.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFileError(f"{mpath}: not valid JSON ({exc}); the manifest is corrupt") from exc
-    if not isinstance(manifest, dict) or "format_version" not in manifest:
+    manifest = read_json_object(mpath, "index manifest", IndexFileError)
+    if "format_version" not in manifest:
         raise IndexFileError(f"{mpath}: not a hashlab index manifest (no format_version)")
     if manifest["format_version"] != FORMAT_VERSION:
         raise IndexFileError(
@@ -186,7 +228,40 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     size = manifest[size_key]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise IndexFileError(f"{mpath}: {size_key} must be a positive int, got {size!r}")
+    for key in ("count", "file_size"):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise IndexFileError(f"{mpath}: {key} must be a non-negative int, got {value!r}")
+    for key in ("sha256", "source_sha256"):
+        if key in manifest and not (isinstance(manifest[key], str)
+                                    and SHA256_PATTERN.fullmatch(manifest[key])):
+            raise IndexFileError(f"{mpath}: {key} must be a SHA-256 hex digest")
+    if not isinstance(manifest["params"], dict):
+        raise IndexFileError(f"{mpath}: params must be an object, got {manifest['params']!r}")
     return manifest
+
+
+def read_source(path: str | Path, manifest: dict[str, Any] | None = None
+                ) -> dict[str, Any] | None:
+    """The ``source.json`` of the index directory ``path`` (None when there is none and the
+    manifest records none), checked against the SHA-256 the manifest records for it."""
+    path = Path(path)
+    manifest = read_manifest(path) if manifest is None else manifest
+    spath = path / SOURCE_FILE
+    expected = manifest.get("source_sha256")
+    if not spath.exists():
+        if expected is not None:
+            raise IndexFileError(f"{spath}: missing, but {MANIFEST_FILE} records one; the index "
+                                 "directory is incomplete: rebuild the index")
+        return None
+    try:
+        data = spath.read_bytes()
+    except OSError as exc:
+        raise IndexFileError(f"{spath}: cannot read it ({exc.strerror or exc})") from exc
+    if expected is not None and sha256_bytes(data) != expected:
+        raise IndexFileError(f"{spath}: SHA-256 does not match {MANIFEST_FILE}; it was modified "
+                             "or belongs to another index: rebuild the index")
+    return parse_json_object(data, spath, "index source file", IndexFileError)
 
 
 def load_index(
@@ -248,4 +323,5 @@ def load_index(
         raise IndexFileError(
             f"{fpath}: holds {index.ntotal} entries, manifest says {manifest['count']}"
         )
+    read_source(path, manifest)  # a sidecar that does not belong to this index is refused
     return index

@@ -19,14 +19,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hashlab.artifacts import check_checkpoint_state, load_torch_file
 from hashlab.config import RunConfig
 from hashlab.data.augment import BatchAugment
 from hashlab.data.facts import TrainData
 from hashlab.data.registry import load_dataset
-from hashlab.errors import CheckpointError, ConfigError
-from hashlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hashlab.errors import CheckpointError, ConfigError, DivergedError, HashlabError, summary
+from hashlab.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    is_temp_file,
+    remove_stale_temp_files,
+)
 from hashlab.losses.registry import LOSSES
 from hashlab.models.model import CodeModel, build_model
+from hashlab.models.registry import BACKBONES
 from hashlab.registry import check_kwargs
 
 CHECKPOINT = "checkpoint.pt"
@@ -34,6 +42,8 @@ FINAL_MODEL = "model.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
+# a method's constructor rejecting a value of its args raises one of these
+_BUILD_ERRORS = (ValueError, TypeError, RuntimeError, AssertionError)
 
 
 def seed_everything(seed: int) -> None:
@@ -48,7 +58,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {name!r} requested but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @dataclass
@@ -87,8 +101,32 @@ def build_loss(config: RunConfig, data: TrainData | None = None, *,
                           f"remove data.{fact} or choose a loss that needs it "
                           "(hashlab list losses)")
     extra: dict[str, Any] = {"data": data} if needs else {}
-    return entry.obj(num_classes=data.num_classes, dim=config.model.dim, **extra,
-                     **config.loss.args)
+    try:
+        return entry.obj(num_classes=data.num_classes, dim=config.model.dim, **extra,
+                         **config.loss.args)
+    except HashlabError:
+        raise
+    except _BUILD_ERRORS as exc:
+        raise ConfigError(f"loss.args: {entry.name!r} refuses {config.loss.args} "
+                          f"({summary(exc)})") from exc
+
+
+def build_model_for(config: RunConfig, in_channels: int) -> CodeModel:
+    """:func:`~hashlab.models.model.build_model`, with a constructor's error on a bad value
+    turned into a ConfigError naming ``model.backbone_args``, ``model.head_args`` or
+    ``model.dim``."""
+    m = config.model
+    try:
+        return build_model(m, in_channels)
+    except HashlabError:
+        raise
+    except _BUILD_ERRORS as exc:
+        try:  # which part refused: build the backbone alone
+            BACKBONES.get(m.backbone)(in_channels=in_channels, **m.backbone_args)
+            key, args = ("model.head_args", m.head_args) if m.head_args else ("model.dim", m.dim)
+        except _BUILD_ERRORS:
+            key, args = "model.backbone_args", m.backbone_args
+        raise ConfigError(f"{key}: {args} is refused ({summary(exc)})") from exc
 
 
 def build_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
@@ -112,6 +150,12 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_p
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size * steps_per_epoch,
                                                gamma=s.gamma)
+    if s.warmup_fraction * total <= 1:  # OneCycleLR divides by (warm-up steps - 1)
+        raise ConfigError(
+            f"scheduler.warmup_fraction: onecycle warms up for {s.warmup_fraction:g} × {total} "
+            f"steps = {s.warmup_fraction * total:g} steps, but needs more than 1; raise "
+            "scheduler.warmup_fraction, train for more steps (train.epochs, "
+            "train.max_batches_per_epoch) or use scheduler.name: cosine")
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.optim.lr, total_steps=total,
                                                pct_start=s.warmup_fraction)
 
@@ -127,6 +171,7 @@ class Trainer:
                  progress: bool = True, callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config.output_dir) / config.name
+        check_run_dir(self.run_dir)  # before any work: never write into a user's own folder
         self.progress = progress
         self.callbacks = list(callbacks)
         self.device = resolve_device(config.train.device)
@@ -138,7 +183,8 @@ class Trainer:
         seed_everything(config.seed)
         d = config.data
         dataset = load_dataset(d.dataset, "train", root=d.root, download=d.download,
-                               **({"image_size": d.image_size} if d.image_size else {}))
+                               **({"image_size": d.image_size} if d.image_size is not None
+                                  else {}))
         if d.classes is not None:
             dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
@@ -151,8 +197,13 @@ class Trainer:
             dataset = self._attach_attributes(dataset)
         self.dataset = dataset
         self.num_classes = int(dataset.num_classes)
-        in_channels = int(dataset.image_shape[0])
-        self.model: CodeModel = build_model(config.model, in_channels).to(self.device)
+        in_channels, height, width = (int(v) for v in dataset.image_shape)
+        if d.augment.crop_padding > max(height, width):
+            raise ConfigError(f"data.augment.crop_padding: {d.augment.crop_padding} is larger "
+                              f"than the images ({height}x{width}); use at most "
+                              f"{max(height, width)}")
+        self.model: CodeModel = build_model_for(config, in_channels).to(self.device)
+        self._check_model_runs()
         self.train_data = self._train_data()
         self.loss_fn = build_loss(config, self.train_data).to(self.device)
         on_train_data = getattr(self.loss_fn, "on_train_data", None)
@@ -183,6 +234,26 @@ class Trainer:
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def _check_model_runs(self) -> None:
+        """Encode two training images once, so that a backbone that cannot take this data's
+        images (too small for its pooling, ...) is a ConfigError now, not a crash mid-run."""
+        images, _ = self.dataset.get_batch(torch.arange(min(2, len(self.dataset))))
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model(images.to(self.device))
+        except torch.OutOfMemoryError:
+            raise
+        except _BUILD_ERRORS as exc:
+            m = self.config.model
+            raise ConfigError(
+                f"model.backbone: {m.backbone!r} with {m.backbone_args or 'default args'} cannot "
+                f"encode this dataset's images of shape {tuple(images.shape[1:])} "
+                f"({summary(exc)}); change data.image_size, model.backbone_args or "
+                "model.backbone") from exc
+        finally:
+            self.model.train()
 
     def _train_data(self) -> TrainData:
         """What the training set provides to the loss (the ``on_train_data`` hook)."""
@@ -239,23 +310,41 @@ class Trainer:
         self.epoch = int(state["epoch"])
 
     def _prepare_run_dir(self, resume: bool) -> None:
+        check_run_dir(self.run_dir)
         ckpt = self.run_dir / CHECKPOINT
         if resume:
             if not ckpt.exists():
                 raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
             state = load_checkpoint(ckpt, map_location=self.device)
+            check_checkpoint_state(state, ckpt)
             saved = state.get("config")
             if saved is not None and saved != self.config.to_dict():
                 raise CheckpointError(
-                    f"cannot resume {self.run_dir}: its config differs from the one given; "
-                    "resume with the same config (see config.yaml in the run directory)")
-            self.load_state_dict(state)
+                    f"cannot resume {self.run_dir}: its config differs from the one given "
+                    f"({_config_diff(saved, self.config.to_dict())}); resume with the same "
+                    "config (see config.yaml in the run directory)")
+            try:
+                self.load_state_dict(state)
+            except (KeyError, IndexError, AttributeError, *_BUILD_ERRORS) as exc:
+                raise CheckpointError(
+                    f"cannot resume from {ckpt}: the checkpoint does not match this config/model "
+                    f"({summary(exc)}); it was written by another version of hashlab or for "
+                    f"another model: train under another name (--name) or remove "
+                    f"{self.run_dir}") from exc
         elif ckpt.exists() or (self.run_dir / FINAL_MODEL).exists():
             raise CheckpointError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
                 "another name (name=... or --name) / remove the directory")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml())
+        # a run killed while writing left its temporary files: they are of no use any more
+        remove_stale_temp_files(self.run_dir)
+        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), then=self._then())
+
+    def _then(self) -> str:
+        """How to carry on after a failed write (disk full, ...): resume if there is a
+        checkpoint to resume from, else start again."""
+        if (self.run_dir / CHECKPOINT).exists():
+            return "continue the run with --resume"
+        return "run the command again"
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
@@ -267,7 +356,8 @@ class Trainer:
                 stats = self._train_epoch(self.epoch)
                 self.history.append(asdict(stats))
                 self.epoch += 1
-                atomic_torch_save(self.run_dir / CHECKPOINT, self.state_dict())
+                atomic_torch_save(self.run_dir / CHECKPOINT, self.state_dict(),
+                                  then=self._then())
                 self._write_logs()
                 for cb in self.callbacks:
                     cb(self, self.epoch - 1, -1)
@@ -318,9 +408,12 @@ class Trainer:
                 self.diagram.record(codes, labels)
             loss = self.loss_fn(codes, labels)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower optim.lr "
-                    "or check the data")
+                lr = self.config.optim.lr
+                raise DivergedError(
+                    f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, "
+                    f"step {step} (optim.lr: {lr:g}): lower optim.lr (e.g. --set "
+                    f"optim.lr={lr / 10:g}) or check the data, then train under another name "
+                    f"(--name) or remove {self.run_dir}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -361,7 +454,7 @@ class Trainer:
         return atomic_torch_save(self.run_dir / FINAL_MODEL, {
             "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
             "config": self.config.to_dict(), "dataset": meta, "epochs": self.epoch,
-        })
+        }, then=self._then())
 
     def _write_logs(self) -> None:
         logs: dict[str, Any] = {"history": self.history}
@@ -369,22 +462,66 @@ class Trainer:
             logs["triplet_diagram"] = self.diagram.to_dict()
             self.diagram.plot(self.run_dir / "triplet_diagram.png",
                               title=f"triplet diagram, epochs 1–{self.epoch}")
-        atomic_write_json(self.run_dir / METRICS_FILE, logs)
-        plot_training_curve(self.history, self.run_dir / CURVE_FILE)
+        atomic_write_json(self.run_dir / METRICS_FILE, logs, then=self._then())
+        plot_training_curve(self.history, self.run_dir / CURVE_FILE, then=self._then())
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint, turning unreadable files into a clear CheckpointError."""
-    path = Path(path)
+    """Load a checkpoint (tensors and plain data only; CRCs checked), turning unreadable
+    files into a clear CheckpointError."""
+    return load_torch_file(path, map_location=map_location, what="checkpoint")[0]
+
+
+def is_run_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a hashlab run: a checkpoint, a finished model, or the
+    ``config.yaml`` a run writes first (a run stopped before its first checkpoint)."""
+    if (directory / CHECKPOINT).is_file() or (directory / FINAL_MODEL).is_file():
+        return True
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # truncated / foreign files raise many different errors
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        import yaml
+
+        saved = yaml.safe_load((directory / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    fields = RunConfig.__dataclass_fields__
+    return isinstance(saved, dict) and {"name", "model", "train"} <= saved.keys() <= fields.keys()
 
 
-def plot_training_curve(history: list[dict[str, Any]], path: str | Path) -> None:
+def check_run_dir(directory: Path) -> None:
+    """Refuse a run directory that is a file, or a non-empty folder that is not a hashlab run
+    (training would overwrite its config.yaml, metrics.json, curve.png, ...). Hidden files and
+    hashlab's own temporary files do not count."""
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"run directory {directory}: exists and is not a folder; choose "
+                              "another name (--name) or --run-dir")
+    if not directory.is_dir() or is_run_dir(directory):
+        return
+    others = sorted(p.name for p in directory.iterdir()
+                    if not p.name.startswith(".") and not is_temp_file(p))
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise CheckpointError(
+            f"run directory {directory}: not a hashlab run and not empty (it holds {shown}); "
+            f"training would overwrite files there: choose another name (--name) or --run-dir, "
+            "or empty the folder")
+
+
+def _config_diff(saved: Any, current: dict[str, Any], prefix: str = "") -> str:
+    """The first keys where two config dicts differ, as ``key (saved → current)``."""
+    if not isinstance(saved, dict):
+        return "the checkpoint's config is not a mapping"
+    diffs = []
+    for key in sorted(saved.keys() | current.keys(), key=str):
+        a, b = saved.get(key, "missing"), current.get(key, "missing")
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                diffs.append(_config_diff(a, b, f"{prefix}{key}."))
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+
+
+def plot_training_curve(history: list[dict[str, Any]], path: str | Path, **write: Any) -> None:
     """Loss (and training accuracy, when known) per epoch, written atomically as a PNG."""
     import matplotlib
 
@@ -409,7 +546,7 @@ def plot_training_curve(history: list[dict[str, Any]], path: str | Path) -> None
     plt.close(fig)
     from hashlab.io import atomic_write
 
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()), **write)
 
 
 def select_classes(dataset: Any, classes: Sequence[int]) -> Any:
