@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["encode"], ["eval"], ["demo"], ["presets"],
-                                     ["index"], ["search"]])
+                                     ["index"], ["search"], ["list"], ["serve"], ["report"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

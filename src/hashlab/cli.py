@@ -449,6 +449,29 @@ def presets() -> None:
         typer.echo(str(p.relative_to(CONFIG_ROOT).with_suffix("")))
 
 
+@command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(
+        help="run directories of finished training runs; several are compared")],
+    out: Annotated[Path | None, typer.Option(
+        help="output HTML file (default RUN/report.html for one run, report.html in the "
+             "current folder for several); an existing folder is refused")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help=f"evaluation protocol: {_choices('hashlab.eval.registry', 'PROTOCOLS')} "
+             "(default: each run config's eval.protocol, or retrieval when that needs "
+             "Fashion-MNIST and the run was trained on another dataset)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Write one self-contained HTML report of a run, or a comparison of several: config,
+    training and PR curves, retrieval grid, code projection, confusion matrix, distances."""
+    from hashlab.report import REPORT_FILE, build_report
+
+    _check_output_file(out)
+    path = out or (runs[0] / REPORT_FILE if len(runs) == 1 else Path(REPORT_FILE))
+    written = build_report(runs, path, protocol=protocol, progress=progress)
+    typer.echo(f"report → {written}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """The ``hashlab`` console script: the commands report their own failures (``_report``);
     this catches what escapes them (while the command line itself is being set up)."""
@@ -461,3 +484,40 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 __all__ = ["app"]
+
+
+@command(expected=(ValueError,))
+def serve(
+    run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
+    index: Annotated[Path | None, typer.Option(
+        "--index", help="serve this index (built by `hashlab index` from the run); items "
+                        "added or deleted are saved to it. Default: an in-memory flat index "
+                        "of the run's train split")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine "
+                                           "only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="HASHLAB_API_KEY", show_envvar=True,
+        help="require this key in the X-API-Key header of the write endpoints (POST/DELETE "
+             "/v1/items)")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="images per encoder forward pass")]
+    = 32,
+    max_delay_ms: Annotated[float, typer.Option(
+        min=0, help="how long the encoder waits for more images to batch")] = 5.0,
+    synthetic_metadata: Annotated[bool, typer.Option(
+        help="give the split's images synthetic store locations, tags and times (demo data) "
+             "when the index stores no metadata")] = True,
+) -> None:
+    """Serve a run and its index over HTTP: web page, search API, metrics."""
+    import uvicorn
+
+    from hashlab.serve import ServeLimits, create_app
+
+    limits = ServeLimits(max_batch=max_batch, max_delay_ms=max_delay_ms)
+    web = create_app(run, index, api_key=api_key, limits=limits,
+                     synthetic_metadata=synthetic_metadata)
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach "
+                    "it can add and delete items", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"serving {run} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
+    uvicorn.run(web, host=host, port=port, log_level="info")

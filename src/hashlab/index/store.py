@@ -7,6 +7,8 @@ An index directory holds::
                      created, model_run, faiss_version, sha256, file_size[, source_sha256]}
     source.json     optional: what the index was built from (``save_index(..., source=...)``;
                     ``hashlab index`` records run, split, code and the model's SHA-256)
+    <extra files>   optional: further files written with the index (``save_index(...,
+                    extra_files={name: bytes})``, e.g. ``hashlab serve``'s ``items.json``)
 
 ``factory`` is the FAISS factory string of the index (e.g. ``BHash2x8``; see
 :mod:`hashlab.index.kinds`), for the record: loading does not need it, and manifests written
@@ -18,7 +20,8 @@ then swaps it in with two renames (under a lock on the parent directory, so conc
 of one path serialise: the last one wins whole); the previous directory is removed only after the
 new one is in place, so an exception (or crash) while writing leaves the previous index
 untouched. ``source.json`` is written inside the new directory, so it is swapped in with the
-index it describes, and its SHA-256 is in the manifest.
+index it describes, and its SHA-256 is in the manifest; so is every extra file (their SHA-256s
+are in the manifest's ``extra_files``; :func:`read_extra_file` reads one back checked).
 :func:`load_index` checks the manifest, format version, size and SHA-256 of ``index.faiss`` (and
 of ``source.json``) before deserializing it, and raises :class:`IndexFileError` naming the bad
 file otherwise. No file of an index is unpickled: FAISS's own format and JSON only.
@@ -30,9 +33,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,13 +51,15 @@ from hashlab.index.floats import FloatIndex
 from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
 
 __all__ = ["FORMAT_VERSION", "SOURCE_FILE", "IndexFileError", "save_index", "load_index",
-           "read_manifest", "read_source"]
+           "read_extra_file", "read_manifest", "read_source"]
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
 #: the optional sidecar: what the index was built from (written by ``save_index(source=...)``)
 SOURCE_FILE = "source.json"
+#: what an extra file of an index directory may be called (one plain file name)
+_EXTRA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class IndexFileError(HashlabError):
@@ -124,14 +130,16 @@ def _check_replaceable(path: Path) -> None:
 
 def save_index(
     index: BinaryIndex | FloatIndex, path: str | Path, *, model_run: str | None = None,
-    source: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None, extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write ``index`` to the directory ``path`` atomically (replacing a previous index there).
 
     ``model_run`` (e.g. the run directory whose model produced the codes) is recorded in the
     manifest. ``source`` (a JSON-serialisable dict: what the index was built from) is written
-    as ``source.json`` in the same atomic swap, its SHA-256 recorded in the manifest. Refuses to
-    replace an existing path that is not an index directory.
+    as ``source.json`` in the same atomic swap, its SHA-256 recorded in the manifest.
+    ``extra_files`` (file name → bytes) are written in the same swap too, their SHA-256s in the
+    manifest's ``extra_files``. Refuses to replace an existing path that is not an index
+    directory.
     """
     if not isinstance(index, (BinaryIndex, FloatIndex)):
         raise TypeError(f"index: expected a BinaryIndex or FloatIndex, got {type(index).__name__}")
@@ -139,6 +147,7 @@ def save_index(
         raise TypeError(f"source: expected a dict, got {type(source).__name__}")
     source_bytes = None if source is None else (
         json.dumps(source, indent=2) + "\n").encode("utf-8")
+    extra = _check_extra_files(extra_files)
     path = Path(path)
     _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +159,8 @@ def save_index(
         digest = _write_faiss_file(index, tmp / INDEX_FILE)
         if source_bytes is not None:
             _write_bytes(tmp / SOURCE_FILE, source_bytes)
+        for name, data in extra.items():
+            _write_bytes(tmp / name, data)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "family": "binary" if isinstance(index, BinaryIndex) else "float",
@@ -169,6 +180,8 @@ def save_index(
             manifest["dim"] = index.dim
         if source_bytes is not None:
             manifest["source_sha256"] = sha256_bytes(source_bytes)
+        if extra:
+            manifest["extra_files"] = {name: sha256_bytes(data) for name, data in extra.items()}
         _write_manifest(manifest, tmp / MANIFEST_FILE)
         _fsync_dir(tmp)
         with _dir_lock(path.parent):
@@ -188,6 +201,21 @@ def save_index(
         raise
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _check_extra_files(extra_files: Mapping[str, bytes] | None) -> dict[str, bytes]:
+    if extra_files is None:
+        return {}
+    if not isinstance(extra_files, Mapping):
+        raise TypeError(f"extra_files: expected a mapping, got {type(extra_files).__name__}")
+    for name, data in extra_files.items():
+        if not (isinstance(name, str) and _EXTRA_NAME.fullmatch(name)) or name in (
+                INDEX_FILE, MANIFEST_FILE, SOURCE_FILE):
+            raise ValueError(f"extra_files: {name!r} is not a plain file name other than "
+                             f"{INDEX_FILE}, {MANIFEST_FILE} and {SOURCE_FILE}")
+        if not isinstance(data, bytes):
+            raise TypeError(f"extra_files[{name!r}]: expected bytes, got {type(data).__name__}")
+    return dict(extra_files)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -238,6 +266,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             raise IndexFileError(f"{mpath}: {key} must be a SHA-256 hex digest")
     if not isinstance(manifest["params"], dict):
         raise IndexFileError(f"{mpath}: params must be an object, got {manifest['params']!r}")
+    extra = manifest.get("extra_files", {})
+    if not (isinstance(extra, dict) and all(
+            isinstance(k, str) and _EXTRA_NAME.fullmatch(k) and isinstance(v, str)
+            and SHA256_PATTERN.fullmatch(v) for k, v in extra.items())):
+        raise IndexFileError(f"{mpath}: extra_files must map file names to SHA-256 hex digests")
     return manifest
 
 
@@ -262,6 +295,27 @@ def read_source(path: str | Path, manifest: dict[str, Any] | None = None
         raise IndexFileError(f"{spath}: SHA-256 does not match {MANIFEST_FILE}; it was modified "
                              "or belongs to another index: rebuild the index")
     return parse_json_object(data, spath, "index source file", IndexFileError)
+
+
+def read_extra_file(path: str | Path, name: str, manifest: dict[str, Any] | None = None
+                    ) -> bytes | None:
+    """The extra file ``name`` saved with the index directory ``path`` (None when the manifest
+    records none of that name), checked against its SHA-256 in the manifest."""
+    path = Path(path)
+    manifest = read_manifest(path) if manifest is None else manifest
+    expected = manifest.get("extra_files", {}).get(name)
+    if expected is None:
+        return None
+    fpath = path / name
+    try:
+        data = fpath.read_bytes()
+    except OSError as exc:
+        raise IndexFileError(f"{fpath}: cannot read it ({exc.strerror or exc}); the index "
+                             "directory is incomplete") from exc
+    if sha256_bytes(data) != expected:
+        raise IndexFileError(f"{fpath}: SHA-256 does not match {MANIFEST_FILE}; it was modified "
+                             "or belongs to another index")
+    return data
 
 
 def load_index(
@@ -324,4 +378,6 @@ def load_index(
             f"{fpath}: holds {index.ntotal} entries, manifest says {manifest['count']}"
         )
     read_source(path, manifest)  # a sidecar that does not belong to this index is refused
+    for name in manifest.get("extra_files", {}):
+        read_extra_file(path, name, manifest)
     return index
