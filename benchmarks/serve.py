@@ -1,8 +1,9 @@
 """Throughput and latency of ``hashlab serve``, with the model-alone encoder as the ceiling.
 
 Starts ``python -m hashlab serve RUN`` on 127.0.0.1 (a separate process, as a user would run it)
-and drives it with a bounded asynchronous client (httpx, one connection per concurrent request,
-at most ``concurrency`` requests in flight) for three kinds of request:
+and drives it with a bounded asynchronous client (a minimal HTTP/1.1 client on asyncio streams,
+``concurrency`` keep-alive connections with one request in flight each) for three kinds of
+request:
 
 - ``code``: ``POST /v1/search {"code_hex": ..., "k": 10}`` with the test split's codes;
 - ``id``: ``POST /v1/search {"id": ..., "k": 10}`` with random database ids;
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import io
+import json
 import os
 import platform
 import socket
@@ -103,30 +105,58 @@ def encoder_ceiling(run: Path, batch: int, seconds: float = 5.0) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def drive(url: str, bodies: list[dict], concurrency: int, total: int
+async def drive(host: str, port: int, bodies: list[dict], concurrency: int, total: int
                 ) -> tuple[float, list[float], int]:
-    """Send ``total`` requests with at most ``concurrency`` in flight: (requests/s, latencies
-    in ms, failures)."""
+    """Send ``total`` requests over ``concurrency`` keep-alive connections (one request in flight
+    on each): (requests/s, latencies in ms, failures). A minimal HTTP/1.1 client on asyncio
+    streams, so that the load generator, which shares the cores with the server, costs as
+    little CPU as possible (the role wrk plays elsewhere)."""
+    requests = []
+    for body in bodies:
+        data = json.dumps(body).encode()
+        requests.append(b"POST /v1/search HTTP/1.1\r\nHost: bench\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
     latencies: list[float] = []
     failures = 0
-    next_index = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
-        async def worker() -> None:
-            nonlocal next_index, failures
-            while next_index < total:
-                body = bodies[next_index % len(bodies)]
-                next_index += 1
-                t0 = time.perf_counter()
-                r = await client.post("/v1/search", json=body)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                failures += r.status_code != 200
+    sent = 0
 
-        for body in bodies[: min(20, len(bodies))]:  # warm-up
-            await client.post("/v1/search", json=body)
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       request: bytes) -> int:
+        writer.write(request)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        return status
+
+    async def connection(warm_up: int) -> None:
+        nonlocal sent, failures
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for request in requests[:warm_up]:
+                await exchange(reader, writer, request)
+            await started.wait()
+            while sent < total:
+                request = requests[sent % len(requests)]
+                sent += 1
+                t0 = time.perf_counter()
+                status = await exchange(reader, writer, request)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                failures += status != 200
+        finally:
+            writer.close()
+
+    started = asyncio.Event()
+    tasks = [asyncio.create_task(connection(5)) for _ in range(concurrency)]
+    await asyncio.sleep(0.5)  # let every connection open and warm up
+    start = time.perf_counter()
+    started.set()
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
     return len(latencies) / wall, latencies, failures
 
 
@@ -154,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "hashlab", "serve", str(run), "--port", str(port),
-         "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)],
+         "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+         "--no-access-log"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     rows = []
@@ -172,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("server did not become ready in 60 s")
         for kind in args.kinds:
             for c in args.concurrency:
-                rps, lat, failed = asyncio.run(drive(url, bodies[kind], c, args.requests))
+                rps, lat, failed = asyncio.run(drive("127.0.0.1", port, bodies[kind], c,
+                                                     args.requests))
                 row = {"kind": kind, "concurrency": c, "requests": len(lat),
                        "requests_per_second": rps, "p50_ms": percentile(lat, 50),
                        "p99_ms": percentile(lat, 99), "mean_ms": statistics.fmean(lat),

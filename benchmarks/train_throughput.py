@@ -11,7 +11,7 @@ epoch timer (the training loop; the per-epoch checkpoint write is reported separ
 alternate (plain, Trainer, plain, ...) and the best of ``--repeats`` counts for each; the ratio is
 the acceptance number (target ≥ 0.95).
 
-    python benchmarks/train_throughput.py [--batches 60] [--repeats 3] [--threads 2]
+    python benchmarks/train_throughput.py [--batches 80] [--repeats 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def trainer_run(cfg, name: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=80)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))

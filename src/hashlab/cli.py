@@ -507,6 +507,8 @@ def serve(
     synthetic_metadata: Annotated[bool, typer.Option(
         help="give the split's images synthetic store locations, tags and times (demo data) "
              "when the index stores no metadata")] = True,
+    access_log: Annotated[bool, typer.Option(
+        help="log every request (uvicorn's access log; off for benchmarks)")] = True,
 ) -> None:
     """Serve a run and its index over HTTP: web page, search API, metrics."""
     import uvicorn
@@ -520,4 +522,4 @@ def serve(
         typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach "
                     "it can add and delete items", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"serving {run} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    uvicorn.run(web, host=host, port=port, log_level="info", access_log=access_log)

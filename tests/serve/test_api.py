@@ -511,7 +511,7 @@ def test_no_synthetic_metadata_and_the_command_line(run_dir, monkeypatch):
                                 env={"HASHLAB_API_KEY": "k"})
     assert result.exit_code == 0, result.output
     (web, kw), = calls
-    assert kw == {"host": "127.0.0.1", "port": 8123, "log_level": "info"}
+    assert kw == {"host": "127.0.0.1", "port": 8123, "log_level": "info", "access_log": True}
     svc = web.state.service
     assert svc.api_key == "k" and svc.limits.max_batch == 4 and svc.state.synthetic is None
     result = CliRunner().invoke(app, ["serve", str(run_dir / "missing")])
