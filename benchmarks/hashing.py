@@ -36,6 +36,13 @@ DEEP = {  # method → preset
     "cosface": "fmnist/cosface-64",
     "sv-arc-softmax": "fmnist/sv-arc-softmax-64",
     "dph": "fmnist/dph-64",
+    "csq": "fmnist/csq-64",
+    "orthohash": "fmnist/orthohash-64",
+    "dpn": "fmnist/dpn-64",
+    "greedy-hash": "fmnist/greedy-hash-64",
+    "hashnet": "fmnist/hashnet-64",
+    "dsh": "fmnist/dsh-64",
+    "dtsh": "fmnist/dtsh-64",
 }
 DPH_VARIANTS = {  # label regime → preset (64 bits)
     "full labels": "fmnist/dph-64",
