@@ -9,6 +9,7 @@ import torch
 from hashlab.config import load_config
 from hashlab.encode import TrainedRun
 from hashlab.errors import CheckpointError, ConfigError
+from hashlab.eval.metrics import retrieval_metrics
 from hashlab.eval.protocols import evaluate_run
 from hashlab.train.engine import CHECKPOINT, Trainer, load_checkpoint
 from tests.conftest import needs_fmnist, tiny_config
@@ -132,6 +133,20 @@ def test_openset_protocol_trains_on_seen_classes_only(tmp_path):
         m = result["metrics"][kind]
         assert m["n_pairs"] == 6000 and m["n_ranked"] == 3999  # each query ranks all others
         assert 0.25 < m["mAP@all"] <= 1 and 0.5 <= m["verification_accuracy"] <= 1
+
+    # fmnist-unseen: 1,000 seeded test queries of classes 6-9 against their 24,000 training
+    # images; oracle: the exhaustive numpy ranking of retrieval_metrics on the same selection
+    run = TrainedRun(tmp_path / "open")
+    unseen = evaluate_run(run, "fmnist-unseen", progress=False)
+    assert (unseen["n_queries"], unseen["n_database"]) == (1000, 24_000)
+    train, test = run.encode("train", progress=False), run.encode("test", progress=False)
+    db = np.isin(train.labels, range(6, 10))
+    candidates = np.flatnonzero(np.isin(test.labels, range(6, 10)))
+    q = candidates[np.random.default_rng(0).choice(len(candidates), 1000, replace=False)]
+    want = retrieval_metrics(test.bits[q], train.bits[db], test.labels[q], train.labels[db],
+                             kind="binary", nbits=16)
+    for key in ("mAP@all", "mAP@1000", "P@100"):
+        assert unseen["metrics"]["binary"][key] == pytest.approx(want[key], abs=1e-12)
 
 
 def test_selecting_absent_classes_names_the_key(tmp_path):
