@@ -52,14 +52,15 @@ DPH_VARIANTS = {  # label regime → preset (64 bits)
 QUICK = ["train.epochs=3", "train.limit_train_samples=12000"]
 
 
-def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path) -> dict[str, Any]:
+def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path,
+            extra: tuple[str, ...] = (), suffix: str = "") -> dict[str, Any]:
     """Train (or reuse) one run and evaluate it; the result JSON doubles as a cache."""
-    name = f"{preset.split('/')[-1].replace('-64', '').replace('64', '')}-{nbits}b"
+    name = f"{preset.split('/')[-1].replace('-64', '').replace('64', '')}-{nbits}b{suffix}"
     run_dir = workdir / name
     result_path = run_dir / "eval" / f"{protocol}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    overrides = [f"name={name}", f"model.dim={nbits}"] + (QUICK if quick else [])
+    overrides = [f"name={name}", f"model.dim={nbits}", *extra] + (QUICK if quick else [])
     cfg = load_config(resolve_config_path(preset), overrides)
     start = time.perf_counter()
     if not (run_dir / FINAL_MODEL).exists():
@@ -78,6 +79,21 @@ def deep_table(workdir: Path, bits: list[int], quick: bool, methods: list[str]) 
     for method in methods:
         for nbits in bits:
             r = run_one(DEEP[method], nbits, "fmnist-retrieval", quick, workdir)
+            table.setdefault(method, {})[nbits] = r["metrics"]["binary"]["mAP@all"]
+    return table
+
+
+UNSEEN = ("data.classes=[0,1,2,3,4,5]",)
+
+
+def unseen_table(workdir: Path, bits: list[int], quick: bool, methods: list[str]) -> dict:
+    """mAP@all on fmnist-unseen: trained on classes 0-5, searched among classes 6-9."""
+    table: dict[str, dict[int, float]] = {}
+    for method in methods:
+        if method == "dph":  # needs attribute labels of the training classes; not comparable
+            continue
+        for nbits in bits:
+            r = run_one(DEEP[method], nbits, "fmnist-unseen", quick, workdir, UNSEEN, "-unseen")
             table.setdefault(method, {})[nbits] = r["metrics"]["binary"]["mAP@all"]
     return table
 
@@ -132,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="classical hashers to run (default: all; none: skip)")
     parser.add_argument("--skip-classical", action="store_true")
     parser.add_argument("--skip-dph", action="store_true")
+    parser.add_argument("--unseen-bits", nargs="*", type=int, default=[64],
+                        help="code lengths of the fmnist-unseen table (none: skip it)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -149,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     result["deep"] = deep_table(workdir, args.bits, args.quick, args.methods)
     print("\ndeep hashing, fmnist-retrieval mAP@all (same backbone and epochs)")
     print(markdown(result["deep"], args.bits))
+    if args.unseen_bits:
+        result["unseen"] = unseen_table(workdir, args.unseen_bits, args.quick, args.methods)
+        print("\nunseen classes, fmnist-unseen mAP@all (trained on classes 0-5)")
+        print(markdown(result["unseen"], args.unseen_bits))
     if not args.skip_dph:
         result["dph"] = dph_table(workdir, args.quick)
         cols = ["category mAP", "attribute mAP", "combined R@100", "combined R@1000",
