@@ -18,7 +18,8 @@ from hashlab.eval.registry import PROTOCOLS
 from hashlab.eval.report import retrieval_rows
 from hashlab.eval.verification import verification_metrics
 
-__all__ = ["OPENSET_TEST_CLASSES", "OPENSET_TRAIN_CLASSES", "fmnist_openset", "openset_metrics"]
+__all__ = ["OPENSET_TEST_CLASSES", "OPENSET_TRAIN_CLASSES", "check_seen_classes_run",
+           "fmnist_openset", "openset_metrics"]
 
 OPENSET_TRAIN_CLASSES = list(range(6))
 OPENSET_TEST_CLASSES = list(range(6, 10))
@@ -45,14 +46,20 @@ def openset_metrics(codes: Codes, *, n_pairs: int = 6000, seed: int = 0,
     return out
 
 
+def check_seen_classes_run(run: TrainedRun, protocol: str) -> None:
+    """Refuse a run that was not trained on Fashion-MNIST classes 0–5 only (the unseen-class
+    protocols' training regime)."""
+    cfg = run.config.data
+    if not is_dataset(cfg.dataset, FASHION_MNIST) or cfg.classes != OPENSET_TRAIN_CLASSES:
+        raise ConfigError(f"protocol {protocol} needs a Fashion-MNIST run trained with "
+                          f"data.classes: {OPENSET_TRAIN_CLASSES}")
+
+
 @PROTOCOLS.register("fmnist-openset", rows=retrieval_rows, index=False)
 def fmnist_openset(run: TrainedRun, progress: bool = True, batch_size: int = 1024
                    ) -> dict[str, Any]:
     """Train on classes 0–5 (``data.classes``), evaluate on the test images of classes 6–9."""
-    cfg = run.config.data
-    if not is_dataset(cfg.dataset, FASHION_MNIST) or cfg.classes != OPENSET_TRAIN_CLASSES:
-        raise ConfigError("protocol fmnist-openset needs a Fashion-MNIST run trained with "
-                          f"data.classes: {OPENSET_TRAIN_CLASSES}")
+    check_seen_classes_run(run, "fmnist-openset")
     start = time.perf_counter()
     test = run.encode("test", batch_size=batch_size, progress=progress)
     unseen = test.take(np.flatnonzero(np.isin(test.labels, OPENSET_TEST_CLASSES)))

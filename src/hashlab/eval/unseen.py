@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from hashlab.encode import TrainedRun
-from hashlab.errors import ConfigError
-from hashlab.eval.common import FASHION_MNIST, evaluate_codes, is_dataset, protocol_result
-from hashlab.eval.openset import OPENSET_TEST_CLASSES, OPENSET_TRAIN_CLASSES
+from hashlab.eval.common import evaluate_codes, protocol_result
+from hashlab.eval.openset import OPENSET_TEST_CLASSES, check_seen_classes_run
 from hashlab.eval.registry import PROTOCOLS
 from hashlab.eval.report import retrieval_rows
 
@@ -38,10 +37,7 @@ def unseen_query_indices(n_unseen_test: int, n_queries: int = UNSEEN_QUERIES) ->
 def fmnist_unseen(run: TrainedRun, progress: bool = True, batch_size: int = 1024
                   ) -> dict[str, Any]:
     """Train on classes 0–5; 1,000 test queries of classes 6–9 against their training images."""
-    cfg = run.config.data
-    if not is_dataset(cfg.dataset, FASHION_MNIST) or cfg.classes != OPENSET_TRAIN_CLASSES:
-        raise ConfigError("protocol fmnist-unseen needs a Fashion-MNIST run trained with "
-                          f"data.classes: {OPENSET_TRAIN_CLASSES}")
+    check_seen_classes_run(run, "fmnist-unseen")
     start = time.perf_counter()
     train = run.encode("train", batch_size=batch_size, progress=progress)
     test = run.encode("test", batch_size=batch_size, progress=progress)
