@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-quick results results-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# docs/results.md tables and docs/figures/results-*.png from benchmarks/results/*.json (no running)
+results: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --tables-only
+
+results-check: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --check
+
+# the quick tier of the benchmarks (~27 min on 2 cores; finished ones are skipped, FORCE=1
+# re-runs them), then the tables; the full mode is `python benchmarks/run_all.py` (hours)
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick $(if $(FORCE),--force)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ def main() -> None:
         "seed_std": float(seeds.std(ddof=1)),
         "reference_itq_64": REFERENCE_ITQ_64,
         "seconds": time.perf_counter() - start,
+        "env": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

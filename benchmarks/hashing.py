@@ -7,11 +7,16 @@ the index API (``hashlab.eval.protocols.binary_index_metrics``: a flat ``BinaryI
 Classical hashers run on raw pixels in [0, 1] (``benchmarks/hashers_fmnist.py``), always on
 the full protocol (no training to shorten).
 
-    python benchmarks/hashing.py --quick     # 3 epochs on 12,000 training images (< 30 min, CPU)
+    python benchmarks/hashing.py --quick     # 3 epochs on 12,000 training images, seed 0
     python benchmarks/hashing.py             # 10 epochs, all 60,000 training images
 
-Runs are cached in the work directory (finished runs are re-used), so an interrupted benchmark
-continues where it stopped. Prints markdown tables and writes JSON.
+Full mode trains every method at 16 and 64 bits with seeds 0, 1, 2 and at 12/24/32/48 bits with
+seed 0 (``--bits`` / ``--seeds`` / ``--extra-seed-bits`` change that), in priority order: every
+method once at 64 and 16 bits first, then the other seeds, then the other lengths, so that a
+run cut short has the headline table first. Runs are cached in the work directory (finished
+runs are re-used, a run killed mid-training resumes from its last epoch), and the JSON is
+rewritten after every run with ``"complete": false`` until the whole plan is done, so an
+interrupted benchmark continues where it stopped and its partial results can be published.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hashlab.cli import resolve_config_path
 from hashlab.config import load_config
@@ -43,6 +50,7 @@ DEEP = {  # method → preset
     "hashnet": "fmnist/hashnet-64",
     "dsh": "fmnist/dsh-64",
     "dtsh": "fmnist/dtsh-64",
+    "adsh": "fmnist/adsh-64",
 }
 DPH_VARIANTS = {  # label regime → preset (64 bits)
     "full labels": "fmnist/dph-64",
@@ -52,15 +60,21 @@ DPH_VARIANTS = {  # label regime → preset (64 bits)
 QUICK = ["train.epochs=3", "train.limit_train_samples=12000"]
 
 
+def run_name(preset: str, nbits: int, seed: int = 0, suffix: str = "") -> str:
+    stem = preset.split('/')[-1].replace('-64', '').replace('64', '')
+    return f"{stem}-{nbits}b{suffix}" + (f"-s{seed}" if seed else "")
+
+
 def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path,
-            extra: tuple[str, ...] = (), suffix: str = "") -> dict[str, Any]:
+            extra: tuple[str, ...] = (), suffix: str = "", seed: int = 0) -> dict[str, Any]:
     """Train (or reuse) one run and evaluate it; the result JSON doubles as a cache."""
-    name = f"{preset.split('/')[-1].replace('-64', '').replace('64', '')}-{nbits}b{suffix}"
+    name = run_name(preset, nbits, seed, suffix)
     run_dir = workdir / name
     result_path = run_dir / "eval" / f"{protocol}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    overrides = [f"name={name}", f"model.dim={nbits}", *extra] + (QUICK if quick else [])
+    overrides = [f"name={name}", f"model.dim={nbits}", f"seed={seed}", *extra]
+    overrides += QUICK if quick else []
     cfg = load_config(resolve_config_path(preset), overrides)
     start = time.perf_counter()
     if not (run_dir / FINAL_MODEL).exists():
@@ -74,13 +88,56 @@ def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path,
     return result
 
 
-def deep_table(workdir: Path, bits: list[int], quick: bool, methods: list[str]) -> dict:
-    table: dict[str, dict[int, float]] = {}
-    for method in methods:
-        for nbits in bits:
-            r = run_one(DEEP[method], nbits, "fmnist-retrieval", quick, workdir)
-            table.setdefault(method, {})[nbits] = r["metrics"]["binary"]["mAP@all"]
-    return table
+def deep_plan(methods: list[str], bits: list[int], seeds: list[int],
+              seed_bits: list[int]) -> list[tuple[str, int, int]]:
+    """(method, bits, seed) in priority order: the first seed at the multi-seed lengths
+    (``seed_bits``, longest first), then the other seeds there, then the first seed at the other
+    lengths. Every method is run once before any method is run twice."""
+    head = sorted((b for b in bits if b in seed_bits), reverse=True)
+    jobs = [(m, b, seeds[0]) for b in head for m in methods]
+    jobs += [(m, b, s) for s in seeds[1:] for b in head for m in methods]
+    jobs += [(m, b, seeds[0]) for b in bits if b not in head for m in methods]
+    return jobs
+
+
+def deep_table(workdir: Path, jobs: list[tuple[str, int, int]], quick: bool,
+               on_result: Any = None) -> tuple[dict[str, dict[int, list[float]]], dict]:
+    """mAP@all per method and code length, one value per seed (in seed order), and the
+    Hamming-ranking PR curve of each method's longest code of the first seed."""
+    runs: dict[str, dict[int, dict[int, float]]] = {}
+    curves: dict[str, dict[str, Any]] = {}
+    longest, first_seed = max(b for _, b, _ in jobs), min(s for _, _, s in jobs)
+    for method, nbits, seed in jobs:
+        r = run_one(DEEP[method], nbits, "fmnist-retrieval", quick, workdir, seed=seed)
+        binary = r["metrics"]["binary"]
+        runs.setdefault(method, {}).setdefault(nbits, {})[seed] = binary["mAP@all"]
+        if nbits == longest and seed == first_seed and "pr_curve" in binary:
+            curves[method] = {"bits": nbits, "seed": seed, **binary["pr_curve"]}
+        if on_result is not None:
+            on_result(_by_seed(runs), curves)
+    return _by_seed(runs), curves
+
+
+def _by_seed(runs: dict[str, dict[int, dict[int, float]]]) -> dict[str, dict[int, list[float]]]:
+    return {m: {b: [v for _, v in sorted(by_seed.items())] for b, by_seed in sorted(row.items())}
+            for m, row in runs.items()}
+
+
+def carried_cells(previous: dict[str, Any], jobs: list[tuple[str, int, int]]
+                  ) -> dict[str, dict[int, list[float]]]:
+    """The (method, bits) cells of a previous JSON of the same mode that ``jobs`` does not
+    re-run, so that re-running part of a table (e.g. run_all's quick tier) keeps the rest."""
+    planned = {(m, str(b)) for m, b, _ in jobs}
+    kept: dict[str, dict[int, list[float]]] = {}
+    for method, row in previous.get("deep_runs", {}).items():
+        for nbits, values in row.items():
+            if (method, str(nbits)) not in planned:
+                kept.setdefault(method, {})[int(nbits)] = values
+    return kept
+
+
+def mean_table(runs: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
+    return {m: {b: float(np.mean(v)) for b, v in row.items()} for m, row in runs.items()}
 
 
 UNSEEN = ("data.classes=[0,1,2,3,4,5]",)
@@ -139,10 +196,27 @@ def markdown(rows: dict[str, dict[Any, float]], columns: list[Any], fmt: str = "
     return "\n".join(lines)
 
 
+def machine() -> str:
+    """The machine in words, for the tables (results depend on it)."""
+    import os
+    import platform
+
+    import torch
+
+    dev = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+           else f"{os.cpu_count()}-core {platform.machine()} CPU")
+    return f"{dev}, torch {torch.__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 epochs on 12,000 images")
-    parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
+    parser.add_argument("--bits", nargs="+", type=int, default=None,
+                        help="code lengths (default: 16 32 64 quick, 12 16 24 32 48 64 full)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds (default: 0 quick, 0 1 2 full)")
+    parser.add_argument("--extra-seed-bits", nargs="*", type=int, default=[16, 64],
+                        help="code lengths that get every seed; the others get the first seed")
     parser.add_argument("--methods", nargs="+", default=list(DEEP), choices=list(DEEP))
     parser.add_argument("--hashers", nargs="*", default=None,
                         help="classical hashers to run (default: all; none: skip)")
@@ -152,33 +226,62 @@ def main(argv: list[str] | None = None) -> int:
                         help="code lengths of the fmnist-unseen table (none: skip it)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--fresh", action="store_true",
+                        help="do not carry over the cells of the existing JSON that this "
+                             "command does not re-run")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
+    bits = args.bits or ([16, 32, 64] if args.quick else [12, 16, 24, 32, 48, 64])
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     workdir = args.workdir or Path("runs") / f"bench-hashing-{mode}"
     out = args.out or Path("benchmarks/results") / f"hashing_{mode}.json"
     start = time.perf_counter()
     result: dict[str, Any] = {"command": "python " + " ".join(sys.argv), "mode": mode,
-                              "bits": args.bits}
-    if not args.skip_classical:
-        # always the full protocol (60,000-image database, ~5 min): quick mode shortens training
-        result["classical"] = classical_table(args.bits, args.hashers)
-        print("\nclassical hashers, fmnist-retrieval mAP@all (raw pixels)")
-        print(markdown(result["classical"], args.bits))
-    result["deep"] = deep_table(workdir, args.bits, args.quick, args.methods)
-    print("\ndeep hashing, fmnist-retrieval mAP@all (same backbone and epochs)")
-    print(markdown(result["deep"], args.bits))
+                              "machine": machine(), "bits": bits, "seeds": seeds,
+                              "extra_seed_bits": args.extra_seed_bits, "complete": False}
+    previous: dict[str, Any] = {}
+    if out.exists() and not args.fresh:
+        previous = json.loads(out.read_text())
+        # the tables this command does not recompute (or not yet) stay as they were
+        result.update({k: previous[k] for k in ("classical", "unseen", "dph") if k in previous})
+    jobs = deep_plan(args.methods, bits, seeds, args.extra_seed_bits)
+    result.update(methods=args.methods, planned_runs=len(jobs))
+    carried = carried_cells(previous, jobs)
+    if carried:  # the table keeps every column the previous run had
+        result["bits"] = sorted({*bits, *(int(b) for row in carried.values() for b in row)})
+
+    def save(**parts: Any) -> None:
+        result.update(parts, seconds=time.perf_counter() - start)
+        if carried:
+            runs = {m: dict(sorted({**carried.get(m, {}), **row}.items()))
+                    for m, row in result["deep_runs"].items()}
+            runs.update({m: row for m, row in carried.items() if m not in runs})
+            result.update(deep_runs=runs, deep=mean_table(runs),
+                          carried_over={m: sorted(map(int, row)) for m, row in carried.items()})
+        atomic_write_json(out, result)
+
+    runs, curves = deep_table(
+        workdir, jobs, args.quick,
+        on_result=lambda r, c: save(deep_runs=r, deep=mean_table(r), pr_curves=c))
+    save(deep_runs=runs, deep=mean_table(runs), pr_curves=curves)
+    print("\ndeep hashing, fmnist-retrieval mAP@all (same backbone and epochs; mean over seeds)")
+    print(markdown(result["deep"], bits))
     if args.unseen_bits:
-        result["unseen"] = unseen_table(workdir, args.unseen_bits, args.quick, args.methods)
+        save(unseen=unseen_table(workdir, args.unseen_bits, args.quick, args.methods))
         print("\nunseen classes, fmnist-unseen mAP@all (trained on classes 0-5)")
         print(markdown(result["unseen"], args.unseen_bits))
     if not args.skip_dph:
-        result["dph"] = dph_table(workdir, args.quick)
+        save(dph=dph_table(workdir, args.quick))
         cols = ["category mAP", "attribute mAP", "combined R@100", "combined R@1000",
                 "combined mAP"]
         print("\nDPH, 64 bits, fmnist-dph (category / attribute / combined retrieval)")
         print(markdown(result["dph"], cols))
-    result["seconds"] = time.perf_counter() - start
-    atomic_write_json(out, result)
+    if not args.skip_classical:
+        # always the full protocol (60,000-image database, ~5 min): quick mode shortens training
+        save(classical=classical_table(bits, args.hashers))
+        print("\nclassical hashers, fmnist-retrieval mAP@all (raw pixels)")
+        print(markdown(result["classical"], bits))
+    save(complete=True)
     print(f"\n{result['seconds'] / 60:.1f} min; wrote {out}")
     return 0
 

@@ -10,7 +10,10 @@ protocol of the demo, with 64-bit codes. Each method is a bundled preset
     python benchmarks/losses_openset.py                  # full: 10 epochs, all training images
 
 Every finished run is kept under --workdir and reused, so an interrupted benchmark continues
-where it stopped. Prints a table (mean ± std over seeds) and writes JSON to --out.
+where it stopped. The runs go seed by seed (every method's seed 0 before any method's seed 1),
+and the JSON (--out) is rewritten after every run with ``"complete": false`` and the counts
+``runs_done`` / ``runs_planned`` until the plan is done, so a partial table can be published.
+Prints a table (mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hashing import machine  # a sibling script: the machine in words
 
 from hashlab.cli import resolve_config_path
 from hashlab.config import load_config
@@ -92,6 +96,16 @@ def format_table(table: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def plan(methods: list[str], seeds: list[int], closed_seeds: list[int]
+         ) -> list[tuple[str, str, int]]:
+    """(method, protocol, seed) in run order, seed by seed: every method's first seed (open
+    set, then closed set) before any method's second."""
+    order = [*seeds, *(s for s in closed_seeds if s not in seeds)]
+    return [(m, protocol, seed) for seed in order for m in methods
+            for protocol, used in (("fmnist-openset", seeds), ("fmnist-retrieval", closed_seeds))
+            if seed in used]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 epochs on 12,000 images")
@@ -108,27 +122,33 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks/results") / f"losses_openset_{mode}.json"
     closed_seeds = args.closed_seeds or (args.seeds[:1] if args.quick else args.seeds)
 
+    jobs = plan(args.methods, args.seeds, closed_seeds)
     start = time.perf_counter()
-    results: dict[str, dict[str, list[dict]]] = {}
-    for method in args.methods:
-        results[method] = {"fmnist-openset": [], "fmnist-retrieval": []}
-        for protocol, seeds in (("fmnist-openset", args.seeds), ("fmnist-retrieval", closed_seeds)):
-            for seed in seeds:
-                r = run_one(method, seed, protocol, args.quick, workdir)
-                results[method][protocol].append(r)
-                m = r["metrics"]
-                print(f"{method:22s} {protocol:16s} seed {seed}: float mAP "
-                      f"{m['float']['mAP@all']:.4f}, 64-bit mAP {m['binary']['mAP@all']:.4f}"
-                      f" ({r.get('train_and_eval_seconds', 0):.0f} s)", flush=True)
-    table = summarise(results)
+    results: dict[str, dict[str, dict[int, dict]]] = {
+        m: {"fmnist-openset": {}, "fmnist-retrieval": {}} for m in args.methods}
+    record = {"mode": mode, "machine": machine(), "seeds": args.seeds,
+              "closed_seeds": closed_seeds, "methods": args.methods,
+              "quick_overrides": QUICK if args.quick else [], "runs_planned": len(jobs),
+              "command": "python " + " ".join(sys.argv)}
+
+    def save(done: int) -> dict[str, dict[str, list[float]]]:
+        table = summarise({m: {p: [r for _, r in sorted(by_seed.items())]
+                               for p, by_seed in row.items()} for m, row in results.items()})
+        atomic_write_json(out, {**record, "runs_done": done, "complete": done == len(jobs),
+                                "minutes": (time.perf_counter() - start) / 60, "table": table})
+        return table
+
+    for done, (method, protocol, seed) in enumerate(jobs, 1):
+        r = run_one(method, seed, protocol, args.quick, workdir)
+        results[method][protocol][seed] = r
+        m = r["metrics"]
+        print(f"[{done}/{len(jobs)}] {method:22s} {protocol:16s} seed {seed}: float mAP "
+              f"{m['float']['mAP@all']:.4f}, 64-bit mAP {m['binary']['mAP@all']:.4f}"
+              f" ({r.get('train_and_eval_seconds', 0):.0f} s)", flush=True)
+        table = save(done)
     elapsed = time.perf_counter() - start
-    text = format_table(table)
     print(f"\n{mode} mode, seeds {args.seeds} (closed-set seeds {closed_seeds}), "
-          f"{elapsed / 60:.1f} min\n{text}")
-    atomic_write_json(out, {"mode": mode, "seeds": args.seeds, "closed_seeds": closed_seeds,
-                            "quick_overrides": QUICK if args.quick else [],
-                            "minutes": elapsed / 60, "table": table,
-                            "command": "python " + " ".join(sys.argv)})
+          f"{elapsed / 60:.1f} min\n{format_table(table)}")
     print(f"wrote {out}")
     return 0
 

@@ -13,6 +13,8 @@ baselines are measured in the same run. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results[-1])
     atomic_write_json(
         args.out,
-        {"command": "python " + " ".join(sys.argv), "results": results, "faiss": faiss.__version__},
+        {"command": "python " + " ".join(sys.argv), "results": results, "faiss": faiss.__version__,
+         "cpus": os.cpu_count(), "machine": platform.machine()},
     )
     print(f"\nwrote {args.out}")
     return 0

@@ -17,6 +17,7 @@ the acceptance number (target ≥ 0.95).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "plain_images_per_second": plain, "plain_channels_last_images_per_second": tuned,
         "trainer_images_per_second": hashlab,
         "trainer_fit_seconds": fits, "ratio_best": ratio,
-        "torch": torch.__version__, "machine": platform.machine(),
+        "torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
     })
     print(f"wrote {args.out}")
     return 0

@@ -89,6 +89,23 @@ def test_refuses_to_overwrite_and_checks_resume(tmp_path):
         Trainer(cfg, tmp_path / "empty", progress=False).fit(resume=True)
 
 
+def test_resumes_a_checkpoint_written_before_a_config_option_existed(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, train={"epochs": 2}))
+    with pytest.raises(Crash):
+        Trainer(cfg, tmp_path / "r", progress=False, callbacks=[crash_at(1, 2)]).fit()
+    ckpt = tmp_path / "r" / CHECKPOINT
+    state = load_checkpoint(ckpt)
+    del state["config"]["train"]["validation"]  # an option added after this run was started
+    torch.save(state, ckpt)
+    history = Trainer(cfg, tmp_path / "r", progress=False).fit(resume=True)
+    assert len(history) == 2
+    state = load_checkpoint(ckpt)
+    state["config"]["train"]["validation"] = {"fraction": 0.5}  # a real difference still counts
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="train.validation"):
+        Trainer(cfg, tmp_path / "r", progress=False).fit(resume=True)
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     cfg = load_config(tiny_config(tmp_path, train={"epochs": 1}))
     Trainer(cfg, tmp_path / "r", progress=False).fit()

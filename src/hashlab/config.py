@@ -152,6 +152,23 @@ MAX_THREADS = 1024
 
 
 @dataclass
+class ValidationConfig:
+    """A seeded, class-stratified part of the training set held out from training and searched
+    after every epoch (binary codes, each held-out image against the others: mAP@all), so that
+    epochs and hyperparameters are chosen without the test queries (docs/protocols.md)."""
+
+    fraction: float = 0.0  # share of each class held out; 0 = no validation split
+    seed: int = 0
+    keep: Literal["last", "best"] = "last"  # which epoch's weights become model.pt
+
+    def validate(self, path: str) -> None:
+        _check(0.0 <= self.fraction < 1.0, f"{path}.fraction", "must be in [0, 1)")
+        _check(0 <= self.seed <= SEED_MAX, f"{path}.seed", f"must be in [0, {SEED_MAX}]")
+        _check(self.keep == "last" or self.fraction > 0, f"{path}.keep",
+               "'best' needs a validation split (set fraction > 0)")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
@@ -161,6 +178,7 @@ class TrainConfig:
     max_batches_per_epoch: int | None = None
     limit_train_samples: int | None = None
     triplet_diagram: bool = False  # record (S_ap, S_an) of each batch → triplet_diagram.png
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def validate(self, path: str) -> None:
         _check(self.epochs > 0, f"{path}.epochs", "must be > 0")

@@ -3,7 +3,11 @@ learns the facts it needs (class count, attribute labels, ...) without the engin
 
 A loss registered with ``needs=("attributes",)`` receives ``data=TrainData`` in its factory,
 and any loss may define ``on_train_data(self, data: TrainData)``, called once before
-training starts (e.g. to count positive labels). See ``docs/contributing.md``.
+training starts (e.g. to count positive labels). Two more hooks serve methods that keep
+per-image state (ADSH's database codes): a loss with ``takes_indices = True`` is called as
+``loss(codes, labels, indices=...)`` with the batch's positions in the training set, and
+``on_epoch_end(self, epoch)`` is called after each epoch, before the checkpoint is written
+(state kept in buffers is saved with it). See ``docs/contributing.md``.
 """
 
 from __future__ import annotations

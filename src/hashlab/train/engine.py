@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hashlab.artifacts import check_checkpoint_state, load_torch_file
-from hashlab.config import RunConfig
+from hashlab.config import RunConfig, from_dict
 from hashlab.data.augment import BatchAugment
 from hashlab.data.facts import TrainData
 from hashlab.data.registry import load_dataset
@@ -42,6 +42,7 @@ FINAL_MODEL = "model.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
+BEST_MODEL = "best_model.pt"  # train.validation.keep: best — the best epoch's weights
 # a method's constructor rejecting a value of its args raises one of these
 _BUILD_ERRORS = (ValueError, TypeError, RuntimeError, AssertionError)
 
@@ -73,6 +74,7 @@ class EpochStats:
     lr: float
     seconds: float
     images_per_second: float
+    val_mAP: float | None = None  # with train.validation: binary mAP@all on the held-out part
 
 
 Callback = Callable[["Trainer", int, int], None]
@@ -189,6 +191,10 @@ class Trainer:
             dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
             dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
+        self.val_dataset: Any = None
+        self.best: dict[str, Any] | None = None  # {"epoch", "val_mAP"} of the best epoch so far
+        if config.train.validation.fraction > 0:
+            dataset, self.val_dataset = _split_validation(dataset, config.train.validation)
         # with data.attributes the labels given to the loss are [N, 1 + p]: category, attributes
         self.targets: torch.Tensor | None = None
         self.attribute_names: list[str] | None = None
@@ -297,6 +303,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "config": self.config.to_dict(),
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -308,6 +315,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
+        self.best = state.get("best")
 
     def _prepare_run_dir(self, resume: bool) -> None:
         check_run_dir(self.run_dir)
@@ -317,7 +325,7 @@ class Trainer:
                 raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
             state = load_checkpoint(ckpt, map_location=self.device)
             check_checkpoint_state(state, ckpt)
-            saved = state.get("config")
+            saved = _with_defaults(state.get("config"))
             if saved is not None and saved != self.config.to_dict():
                 raise CheckpointError(
                     f"cannot resume {self.run_dir}: its config differs from the one given "
@@ -354,6 +362,8 @@ class Trainer:
         try:
             while self.epoch < epochs:
                 stats = self._train_epoch(self.epoch)
+                if self.val_dataset is not None:
+                    self._validate(stats)
                 self.history.append(asdict(stats))
                 self.epoch += 1
                 atomic_torch_save(self.run_dir / CHECKPOINT, self.state_dict(),
@@ -391,6 +401,8 @@ class Trainer:
         self.loss_fn.train()
         total_loss, correct, seen = 0.0, 0, 0
         has_logits = hasattr(self.loss_fn, "logits")
+        # the documented hooks of hashlab.data.facts: batch indices, end of epoch
+        takes_indices = bool(getattr(self.loss_fn, "takes_indices", False))
         start = time.perf_counter()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
@@ -406,7 +418,11 @@ class Trainer:
             codes = self.model(images)
             if self.diagram is not None:
                 self.diagram.record(codes, labels)
-            loss = self.loss_fn(codes, labels)
+            if takes_indices:
+                loss = self.loss_fn(codes, labels,
+                                    indices=torch.as_tensor(batches[step]).to(self.device))
+            else:
+                loss = self.loss_fn(codes, labels)
             if not torch.isfinite(loss):
                 lr = self.config.optim.lr
                 raise DivergedError(
@@ -430,6 +446,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, epoch, step)
         bar.close()
+        on_epoch_end = getattr(self.loss_fn, "on_epoch_end", None)
+        if callable(on_epoch_end):  # before the checkpoint, so that resuming stays exact
+            on_epoch_end(epoch)
         seconds = time.perf_counter() - start
         stats = EpochStats(epoch=epoch + 1, loss=total_loss / seen,
                            accuracy=correct / seen if has_logits else None,
@@ -441,6 +460,24 @@ class Trainer:
                        f"{stats.images_per_second:.0f} img/s, {seconds:.1f}s")
         return stats
 
+    def _validate(self, stats: EpochStats) -> None:
+        """Search the held-out part; with ``keep: best`` save the weights of a new best epoch
+        (``best_model.pt``, written before the epoch's checkpoint records it)."""
+        from hashlab.train.heldout import validation_map
+
+        stats.val_mAP = validation_map(self.model, self.val_dataset, self.device,
+                                       self.config.eval.batch_size)
+        if self.progress:
+            tqdm.write(f"epoch {stats.epoch}: validation mAP@all {stats.val_mAP:.4f} "
+                       f"({len(self.val_dataset)} held-out images)")
+        if self.config.train.validation.keep != "best":
+            return
+        if self.best is None or stats.val_mAP > self.best["val_mAP"]:
+            self.best = {"epoch": stats.epoch, "val_mAP": stats.val_mAP}
+            atomic_torch_save(self.run_dir / BEST_MODEL, {
+                "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
+                **self.best}, then=self._then())
+
     # ---------------------------------------------------------------- outputs
     def save_final(self) -> Path:
         meta = {
@@ -451,9 +488,13 @@ class Trainer:
         if self.attribute_names is not None:
             meta["attributes"] = self.attribute_names
             meta["partial_labels"] = self.partial_summary
+        weights = {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict()}
+        if self.best is not None:  # train.validation.keep: best
+            best = load_checkpoint(self.run_dir / BEST_MODEL, map_location=self.device)
+            weights = {"model": best["model"], "loss": best["loss"],
+                       "selected_epoch": self.best}
         return atomic_torch_save(self.run_dir / FINAL_MODEL, {
-            "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
-            "config": self.config.to_dict(), "dataset": meta, "epochs": self.epoch,
+            **weights, "config": self.config.to_dict(), "dataset": meta, "epochs": self.epoch,
         }, then=self._then())
 
     def _write_logs(self) -> None:
@@ -504,6 +545,18 @@ def check_run_dir(directory: Path) -> None:
             f"run directory {directory}: not a hashlab run and not empty (it holds {shown}); "
             f"training would overwrite files there: choose another name (--name) or --run-dir, "
             "or empty the folder")
+
+
+def _with_defaults(saved: Any) -> Any:
+    """A saved config with the defaults of fields added since it was written filled in (so
+    that a new option does not make older checkpoints unresumable); unchanged if it no longer
+    validates (the comparison then reports the difference)."""
+    if not isinstance(saved, dict):
+        return saved
+    try:
+        return from_dict(RunConfig, saved).to_dict()
+    except (HashlabError, TypeError, ValueError):
+        return saved
 
 
 def _config_diff(saved: Any, current: dict[str, Any], prefix: str = "") -> str:
@@ -565,6 +618,21 @@ def select_classes(dataset: Any, classes: Sequence[int]) -> Any:
     names = [dataset.classes[c] for c in classes] if dataset.classes else None
     return ArrayDataset(dataset.images[keep], remap[labels[keep]], names, dataset.mean,
                         dataset.std)
+
+
+def _split_validation(dataset: Any, validation: Any) -> tuple[Any, Any]:
+    """(training part, held-out part) of ``dataset`` (train.validation)."""
+    from hashlab.data.arrays import ArrayDataset
+    from hashlab.train.heldout import split_validation
+
+    if not isinstance(dataset, ArrayDataset):
+        raise ConfigError("train.validation needs an in-memory dataset")
+    train_idx, val_idx = split_validation(dataset.labels, validation.fraction, validation.seed)
+    if len(val_idx) < 2 or len(train_idx) < 2:
+        raise ConfigError(f"train.validation.fraction: {validation.fraction:g} of "
+                          f"{len(dataset)} images leaves {len(train_idx)} to train on and "
+                          f"{len(val_idx)} to validate on; both need at least 2")
+    return dataset.subset(train_idx), dataset.subset(val_idx)
 
 
 def _subset_indices(dataset: Any, idx: np.ndarray) -> Any:

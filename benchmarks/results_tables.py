@@ -1,0 +1,695 @@
+"""Tables and figures of ``docs/results.md``, generated from the JSON in ``benchmarks/results/``.
+
+A table in the page is a block (the scheme of ``hashlab.docgen``'s registry tables)::
+
+    <!-- results-table: NAME -->
+    (generated from the JSON: do not edit)
+    <!-- /results-table -->
+
+``TABLES[NAME]`` renders its content (a caption naming the JSON, the command and the machine,
+the table, a "partial" line while a benchmark is still running, and the links to its figures)
+from the JSON files it reads; prose outside the blocks is hand-written. ``render`` rewrites the
+blocks of a page, ``write_figures`` draws the figures (``docs/figures/results-*.png``).
+``python benchmarks/run_all.py --tables-only`` does both, ``--check`` reports stale blocks.
+Nothing here imports torch or hashlab; matplotlib only when figures are drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+DOC = REPO / "docs" / "results.md"
+FIGURES_DIR = REPO / "docs" / "figures"
+DASH = "–"
+#: the machine of a JSON that does not name it (all such runs were on the project machine)
+PROJECT_MACHINE = "2-core CPU (project machine)"
+
+_BLOCK = re.compile(r"(<!-- results-table: ([a-z0-9-]+) -->\n)(.*?)(<!-- /results-table -->)",
+                    re.S)
+
+Load = Callable[[str], "dict[str, Any] | None"]
+
+# ---------------------------------------------------------------------------------------------
+# display names
+
+
+#: deep hashing method (key of hashing.py's DEEP) -> (row label, short label)
+DEEP_METHODS = {
+    "hash-ce (baseline)": ("hash-ce (baseline: CE over the tanh code + quantization)",
+                           "hash-ce (baseline)"),
+    "dpsh": ("DPSH (pairwise likelihood + quantization, lr 0.05)", "DPSH"),
+    "cosface": ("CosFace codes", "CosFace"),
+    "sv-arc-softmax": ("SV-Arc-Softmax codes", "SV-Arc-Softmax"),
+    "dph": ("DPH (category + attributes)", "DPH"),
+    "csq": ("CSQ (Hadamard hash centres, BCE + λ·quantization)", "CSQ"),
+    "orthohash": ("OrthoHash (cosine to orthogonal codewords, s = 8, m = 0.2)", "OrthoHash"),
+    "dpn": ("DPN (bit-wise polarization hinge, m = 1)", "DPN"),
+    "greedy-hash": ("GreedyHash (sign with the greedy straight-through gradient)", "GreedyHash"),
+    "hashnet": ("HashNet (weighted pairwise likelihood, tanh(βz) continuation)", "HashNet"),
+    "dsh": ("DSH (pairwise contrastive, m = 2k)", "DSH"),
+    "dtsh": ("DTSH (triplet likelihood, α = k/2)", "DTSH"),
+    "adsh": ("ADSH (asymmetric: database codes learned by DCC, γ = 200)", "ADSH"),
+}
+CLASSICAL = {
+    "lsh": "lsh (SimHash about the origin)",
+    "lsh-centered": "lsh, centred",
+    "pcah": "pcah",
+    "itq": "itq (50 iterations)",
+    "sh": "sh (spectral hashing)",
+    "klsh": "klsh (kernelised LSH, RBF)",
+    "sdh": "sdh (supervised, uses labels)",
+    "pq": "pq, asymmetric distance ranking",
+}
+LOSS_METHODS = {
+    "softmax": "softmax", "cosface": "cosface", "arcface": "arcface",
+    "sv-softmax": "sv-softmax", "sv-am-softmax": "sv-am-softmax",
+    "sv-arc-softmax": "sv-arc-softmax", "triplet": "triplet (semi-hard)",
+    "softmax-triplet": "softmax + triplet", "selective-contrastive": "selectively contrastive",
+}
+LOSS_COLUMNS = ["open mAP (float)", "open mAP (64b)", "verif acc", "TAR@1e-3", "closed mAP (64b)"]
+DPH_COLUMNS = {"category mAP": "category mAP@all", "attribute mAP": "attribute mAP",
+               "combined R@100": "combined R@100", "combined R@1000": "combined R@1000",
+               "combined mAP": "combined mAP"}
+MODE_TEXT = {"quick": "quick mode: 3 epochs on 12,000 training images",
+             "full": "full mode: 10 epochs on all 60,000 training images"}
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    return DASH if value is None else format(value, spec)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def seed_cell(values: list[float] | None, planned: int = 1, spec: str = ".4f") -> str:
+    """``mean ± std (n=k)`` over seeds (population std) where more than one seed is planned,
+    the bare value where one is, ``–`` where none has run yet."""
+    if not values:
+        return DASH
+    mean = format(float(np.mean(values)), spec)
+    if planned <= 1 and len(values) == 1:
+        return mean
+    if len(values) == 1:
+        return f"{mean} (n=1)"
+    return f"{mean} ± {format(float(np.std(values)), spec)} (n={len(values)})"
+
+
+def bold_best(cells: list[list[str]], means: list[list[float | None]]) -> None:
+    """Bold, in place, the largest mean of each column."""
+    for j in range(len(means[0]) if means else 0):
+        column = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
+        if len(column) > 1:
+            i = max(column)[1]
+            cells[i][j] = f"**{cells[i][j]}**"
+
+
+def machine_of(d: Mapping[str, Any]) -> str:
+    """The machine a JSON was measured on, in words: its ``machine`` description, or one
+    composed from the facts older scripts recorded (cores, architecture, library versions)."""
+    if isinstance(d.get("machine"), str) and " " in d["machine"]:
+        return d["machine"]
+    facts: dict[str, Any] = {**d}
+    for key in ("machine", "environment", "env"):
+        if isinstance(d.get(key), dict):
+            facts.update(d[key])
+    cores = facts.get("cpus") or facts.get("cpu_count")
+    arch = facts.get("machine") if isinstance(facts.get("machine"), str) else ""
+    text = f"{cores}-core {arch} CPU".replace("  ", " ") if cores else PROJECT_MACHINE
+    extras = [f"{lib} {facts[lib]}" for lib in ("torch", "faiss") if facts.get(lib)]
+    if facts.get("omp_num_threads"):
+        extras.append(f"OMP_NUM_THREADS={facts['omp_num_threads']}")
+    return ", ".join([text, *extras])
+
+
+def minutes_of(d: Mapping[str, Any]) -> float | None:
+    if "seconds" in d:
+        return d["seconds"] / 60
+    return d.get("minutes")
+
+
+def source(name: str, d: Mapping[str, Any], command: str | None = None) -> str:
+    """The caption line of a generated table: JSON, command, machine, wall time."""
+    parts = [f"JSON `benchmarks/results/{name}`"]
+    command = command or d.get("command")
+    if command:
+        parts.append(f"`{command}`")
+    parts.append(f"machine: {machine_of(d)}")
+    minutes = minutes_of(d)
+    if minutes is not None:
+        parts.append(f"{minutes:.1f} min")
+    return "*" + "; ".join(parts) + "*"
+
+
+def partial_line(done: int, planned: int) -> str:
+    return (f"**partial: {done} of {planned} runs done** — the benchmark is still running (it "
+            f"resumes where it stopped); cells not run yet show {DASH}.")
+
+
+def not_run(name: str, how: str | None) -> str:
+    how = f" `{how}` writes it." if how else ""
+    return f"*Not run yet: there is no `benchmarks/results/{name}`.{how}*"
+
+
+# ---------------------------------------------------------------------------------------------
+# tables: each renders its block's Markdown from (its JSON, the JSON's name, the loader of the
+# other JSON files); render_block adds the links to the figures
+
+
+def _hashing_runs(d: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """mAP@all per method and code length, one value per seed (old files: the mean only)."""
+    if "deep_runs" in d:
+        return d["deep_runs"]
+    return {m: {b: [v] for b, v in row.items()} for m, row in d.get("deep", {}).items()}
+
+
+def _methods(known: Mapping[str, Any], present: Mapping[str, Any]) -> list[str]:
+    return [*known, *(m for m in present if m not in known)]
+
+
+def _planned_seeds(d: Mapping[str, Any], nbits: int) -> int:
+    seeds = d.get("seeds", [0])
+    return len(seeds) if nbits in d.get("extra_seed_bits", d.get("bits", [])) else 1
+
+
+def deep_hashing(d: dict[str, Any], name: str, load: Load) -> str:
+    runs, bits, mode = _hashing_runs(d), d["bits"], d["mode"]
+    methods = _methods(DEEP_METHODS, runs)
+    cells, means = [], []
+    for m in methods:
+        row = runs.get(m, {})
+        cells.append([seed_cell(row.get(str(b)), _planned_seeds(d, b)) for b in bits])
+        means.append([float(np.mean(row[str(b)])) if row.get(str(b)) else None for b in bits])
+    bold_best(cells, means)
+    rows = [[DEEP_METHODS.get(m, (m,))[0], *c] for m, c in zip(methods, cells, strict=True)]
+    classical = d.get("classical") or {
+        h: {b: v["mAP@all"] for b, v in row.items()}
+        for h, row in (load("hashers_fmnist.json") or {}).get("table", {}).items()}
+    for key, label in (("sdh", "classical best: SDH (supervised, raw pixels)"),
+                       ("itq", "classical unsupervised best: ITQ")):
+        if key in classical:
+            rows.append([f"*{label}*", *(fmt(classical[key].get(str(b))) for b in bits)])
+    seeds = d.get("seeds", [0])
+    text = [source(name, d), "",
+            f"fmnist-retrieval mAP@all, {MODE_TEXT[mode]}; " + (
+                f"mean ± std over seeds {', '.join(map(str, seeds))} (n = seeds done) at "
+                f"{', '.join(map(str, d.get('extra_seed_bits', bits)))} bits, seed "
+                f"{seeds[0]} at the other lengths." if len(seeds) > 1 else f"seed {seeds[0]}."),
+            "", md_table(["method", *(f"{b} bits" for b in bits)], rows)]
+    if d.get("carried_over"):
+        cells_kept = ", ".join(f"{DEEP_METHODS.get(m, (m, m))[1]} at {'/'.join(map(str, b))}"
+                               for m, b in d["carried_over"].items())
+        text += ["", f"Carried over unchanged from the previous run of this JSON (the last "
+                 f"command re-ran only the other cells): {cells_kept} bits."]
+    if d.get("complete") is False:
+        planned = d.get("planned_runs") or len(methods) * sum(_planned_seeds(d, b) for b in bits)
+        done = sum(len(v) for row in runs.values() for v in row.values())
+        text += ["", partial_line(done, planned)]
+    return "\n".join(text)
+
+
+def unseen(d: dict[str, Any], name: str, load: Load) -> str:
+    if not d.get("unseen"):
+        return source(name, d) + "\n\n*No unseen-class runs in this JSON yet.*"
+    runs = _hashing_runs(d)
+    text = [source(name, d), "",
+            f"fmnist-unseen mAP@all, {MODE_TEXT[d['mode']]}, seed 0; \"seen\" is the same "
+            "method's fmnist-retrieval mAP@all (seed 0)."]
+    methods = _methods({k: v for k, v in DEEP_METHODS.items() if k != "dph"}, d["unseen"])
+    for b in sorted({b for row in d["unseen"].values() for b in row}, key=int):
+        seen = [(runs.get(m, {}).get(b) or [None])[0] for m in methods]
+        new = [d["unseen"].get(m, {}).get(b) for m in methods]
+        cells = [[fmt(s), fmt(n), DASH if None in (s, n) else f"{n - s:+.4f}"]
+                 for s, n in zip(seen, new, strict=True)]
+        bold_best(cells, [[None, n, None] for n in new])
+        rows = [[DEEP_METHODS.get(m, (m, m))[1], *c] for m, c in zip(methods, cells, strict=True)]
+        text += ["", md_table([f"method ({b} bits)", "fmnist-retrieval (seen)", "fmnist-unseen",
+                               "difference"], rows)]
+    return "\n".join(text)
+
+
+def dph(d: dict[str, Any], name: str, load: Load) -> str:
+    if not d.get("dph"):
+        return source(name, d) + "\n\n*No DPH runs in this JSON yet.*"
+    n = 12_000 if d["mode"] == "quick" else 60_000
+    labels = {"full labels": f"full (all {n:,} images, both labels)",
+              "partial B+C+A": "partial: B + C + A",
+              "fully-labelled part only (B)": f"fully-labelled part only (B = {n // 5:,} images)"}
+    rows = [[labels.get(k, k), *(fmt(v.get(c)) for c in DPH_COLUMNS)]
+            for k, v in d["dph"].items()]
+    return "\n".join([source(name, d), "",
+                      f"fmnist-dph, 64 bits, {MODE_TEXT[d['mode']]}, seed 0.", "",
+                      md_table(["labels", *DPH_COLUMNS.values()], rows)])
+
+
+def losses_openset(d: dict[str, Any], name: str, load: Load) -> str:
+    seeds, closed = d["seeds"], d.get("closed_seeds", d["seeds"][:1])
+    rows = []
+    for m in _methods(LOSS_METHODS, d["table"]):
+        row = d["table"].get(m, {})
+        rows.append([LOSS_METHODS.get(m, m), *(
+            seed_cell(row.get(c), len(closed if c.startswith("closed") else seeds))
+            for c in LOSS_COLUMNS)])
+    what = "; ".join(d.get("quick_overrides", [])) or "10 epochs, all training images"
+    text = [source(name, d), "",
+            f"{d['mode']} mode ({what}); open set: seeds {', '.join(map(str, seeds))}, closed "
+            f"set: seeds {', '.join(map(str, closed))}; mean ± std (n = seeds done).", "",
+            md_table(["method", *LOSS_COLUMNS], rows)]
+    if d.get("complete") is False:
+        text += ["", partial_line(d["runs_done"], d["runs_planned"])]
+    return "\n".join(text)
+
+
+def hashers_fmnist(d: dict[str, Any], name: str, load: Load) -> str:
+    bits = [str(b) for b in d["bits"]]
+    rows = [[CLASSICAL.get(h, h), *(fmt(row.get(b, {}).get("mAP@all")) for b in bits)]
+            for h, row in d["table"].items()]
+    rows.append(["raw-pixel cosine (no hashing)", fmt(d["baseline_raw_cosine_mAP@all"]),
+                 *([""] * (len(bits) - 1))])
+    return "\n".join([
+        source(name, d, "python benchmarks/hashers_fmnist.py" + " --quick" * d["quick"]), "",
+        f"fmnist-retrieval mAP@all, database = {d['n_database']:,} training images as raw "
+        f"pixels, {d['n_queries']:,} test queries, random_state={d['seed']}.", "",
+        md_table(["method", *(f"{b} bits" for b in bits)], rows)])
+
+
+def hashers_itq(d: dict[str, Any], name: str, load: Load) -> str:
+    seeds = [k for k in d["rows"] if k.startswith("seed ")]
+    labels = {"n_iter 0": "0 iterations (a random rotation of PCA-H)",
+              "n_iter 1": "1 iteration", "n_iter 10": "10 iterations",
+              "fit on 10k": "fitted on a 10,000-image subset, all 60,000 encoded",
+              "pcah": "PCA-H (no rotation)"}
+    rows = [[f"seeds {seeds[0][5:]}–{seeds[-1][5:]}, 50 iterations",
+             f"{d['seed_mean']:.4f} ± {d['seed_std']:.4f} (n={len(seeds)}, sample std)"]]
+    rows += [[labels.get(k, k), fmt(v)] for k, v in d["rows"].items() if k not in seeds]
+    return "\n".join([source(name, d, "python benchmarks/hashers_itq.py"), "",
+                      f"64-bit ITQ on fmnist-retrieval (reference {d['reference_itq_64']} ± 0.02).",
+                      "", md_table(["ITQ variant", "mAP@all"], rows)])
+
+
+def metrics_speed(d: dict[str, Any], name: str, load: Load) -> str:
+    rows = []
+    for r in d["results"]:
+        label = (f"binary, {r['bits_or_dim']} bits (Hamming by FAISS)" if r["kind"] == "binary"
+                 else f"float, {r['bits_or_dim']}-d (cosine)")
+        rows.append([label, f"{r['seconds']:.2f}", f"{r['queries_per_second']:,.0f}",
+                     f"{r['naive_seconds_extrapolated']:.1f}", f"{r['speedup_vs_naive']:.1f}×"])
+        if "index_path_seconds" in r:
+            s = r["index_path_seconds"]
+            rows.append(["binary, through a flat `BinaryIndex` (what the protocols run)",
+                         f"{s:.2f}", f"{r['n_queries'] / s:,.0f}",
+                         f"{r['naive_seconds_extrapolated']:.1f}",
+                         f"{r['naive_seconds_extrapolated'] / s:.1f}×"])
+    a = d["args"]
+    return "\n".join([
+        source(name, d, "python benchmarks/metrics_speed.py"), "",
+        f"{a['n_queries']:,} queries × {a['n_database']:,} database items, all metrics incl. "
+        f"the PR curve, best of {a['repeats']}; naive = per-query full argsort on "
+        f"{a['baseline_queries']} queries, extrapolated.", "",
+        md_table(["kind", "seconds", "queries/s", "naive (s)", "speed-up"], rows)])
+
+
+def losses_speed(d: dict[str, Any], name: str, load: Load) -> str:
+    c = d["config"]
+    rows = [[k, f"{v:.1f}"] for k, v in d["ms"].items()]
+    rows += [[f"ratio {k}", f"{v:.2f}× (target ≤ 1.30)"] for k, v in d["ratios"].items()]
+    return "\n".join([
+        source(name, d, "python benchmarks/losses_speed.py"), "",
+        f"forward + backward, batch {c['batch']} × dim {c['dim']} × {c['classes']:,} classes, "
+        f"{c['threads']} threads, median of {c['repeats']} × 3 interleaved rounds.", "",
+        md_table(["loss", "ms"], rows)])
+
+
+def search(d: dict[str, Any], name: str, load: Load) -> str:
+    text = [source(name, d)]
+    for res in d["results"]:
+        k, radius = res["k"], res["radius"]
+        what = "random codes" if res["name"].startswith("random") else f"codes ({res['name']})"
+        text += ["", f"{res['n']:,} × {res['nbits']}-bit {what}, {res['queries']:,} queries; "
+                     f"mean {res['mean_hits_within_radius']:,.1f} codes within radius {radius}:",
+                 ""]
+        rows = []
+        for r in res["rows"]:
+            knn = f"{r['knn_qps']:,.0f}"
+            if "knn_vs_raw_flat" in r:
+                knn += f" ({r['knn_vs_raw_flat']:.2f}× raw, alternating)"
+            rows.append([
+                r["kind"], fmt(r.get("build_s"), ".1f"), knn, fmt(r.get("knn_recall"), ".3f"),
+                fmt(r.get("range_qps"), ",.0f"),
+                fmt(r.get("range_recall"), ".3f") if "knn_recall" in r else DASH,
+                fmt(r.get("range_speedup_vs_flat"), ".1f"), f"{r['bytes_per_code']:.1f}"])
+        text.append(md_table(["kind", "build s", f"top-{k} q/s", f"recall@{k}",
+                              f"radius-{radius} q/s", f"radius-{radius} recall",
+                              f"×flat (radius {radius})", "B/code"], rows))
+    return "\n".join(text)
+
+
+def serve(d: dict[str, Any], name: str, load: Load) -> str:
+    rows = [[f"search by {r['kind']}", str(r["concurrency"]), f"{r['requests_per_second']:,.0f}",
+             f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"] for r in d["rows"]]
+    ceiling = d["encoder_images_per_second"]
+    image = [r["requests_per_second"] for r in d["rows"] if r["kind"] == "image"]
+    ratio = f"; search by image at best {max(image) / ceiling:.2f}× the encoder" if image else ""
+    return "\n".join([
+        source(name, d), "",
+        f"{d['rows'][0]['requests']:,} requests per row, `--max-batch {d['max_batch']} "
+        f"--max-delay-ms {d['max_delay_ms']:g}`; encoder alone: {ceiling:,.0f} images/s{ratio}.",
+        "", md_table(["request", "concurrency", "requests/s", "p50 ms", "p99 ms"], rows)])
+
+
+THROUGHPUT_LOOPS = {
+    "plain_images_per_second": "plain PyTorch loop, as usually written",
+    "plain_channels_last_images_per_second":
+        "plain loop with channels-last (what the Trainer does on the CPU)",
+    "trainer_images_per_second": "hashlab `Trainer` (its epoch timer; + seeding, logging, "
+                                 "accuracy)",
+}
+
+
+def train_throughput(d: dict[str, Any], name: str, load: Load) -> str:
+    rows = [[label, f"{max(d[k]):,.0f}", f"{min(d[k]):,.0f}–{max(d[k]):,.0f}"]
+            for k, label in THROUGHPUT_LOOPS.items()]
+    n = len(d["trainer_images_per_second"])
+    return "\n".join([
+        source(name, d), "",
+        f"batch {d['batch_size']}, {d['batches']} steps per measurement, {d['threads']} "
+        f"threads, runs alternated; Trainer / best plain loop = **{d['ratio_best']:.2f}** "
+        f"(target ≥ 0.95).", "",
+        md_table(["loop", f"images/s (best of {n})", f"all {n} repeats"], rows)])
+
+
+def recorded_demo(d: dict[str, Any], name: str, load: Load) -> str:
+    header = ["metric", *(f"{r['date']}: `{r['command']}`" for r in d["runs"])]
+    rows = [[label, *(format(r["metrics"][key], spec) for r in d["runs"])]
+            for key, label, spec in d["rows"]]
+    return "\n".join([_recorded(name, d), "", md_table(header, rows)])
+
+
+def recorded_sweep(d: dict[str, Any], name: str, load: Load) -> str:
+    def cell(v: float | list[float]) -> str:
+        return " / ".join(f"{x:.3f}" for x in v) if isinstance(v, list) else f"{v:.4f}"
+
+    rows = [[r["variant"], *(cell(r[c]) for c in d["columns"])] for r in d["rows"]]
+    return "\n".join([_recorded(name, d), "", md_table(["variant", *d["columns"]], rows)])
+
+
+def _recorded(name: str, d: Mapping[str, Any]) -> str:
+    return (f"*Recorded one-off run ({d['date']}; machine: {d['machine']}): JSON "
+            f"`benchmarks/results/{name}`, copied from the run's printout; `run_all.py` does "
+            f"not repeat it. Command: {d['command']}.*")
+
+
+# ---------------------------------------------------------------------------------------------
+# figures: (file stem, alt text, data extractor, drawer); the extractor returns None when the
+# JSON holds nothing to draw (then neither the file nor the link is made)
+
+
+@dataclass(frozen=True)
+class Figure:
+    stem: str
+    alt: str
+    data: Callable[[dict[str, Any]], Any]  # the table's JSON -> what to draw (None: nothing)
+    draw: Callable[[Any, Any], None]  # (data, matplotlib Axes)
+    size: tuple[float, float] = (6.4, 3.8)
+
+
+def _bits_lines(d: dict[str, Any]) -> Any:
+    lines = {DEEP_METHODS.get(m, (m, m))[1]: sorted(
+        (int(b), float(np.mean(v)), float(np.std(v))) for b, v in row.items() if v)
+        for m, row in _hashing_runs(d).items()}
+    partial = d.get("complete") is False
+    return {"lines": lines, "mode": d["mode"] + ", partial" * partial} if lines else None
+
+
+def _draw_bits(data: Any, ax: Any) -> None:
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"]
+    for i, (label, pts) in enumerate(data["lines"].items()):
+        b, mean, std = zip(*pts, strict=True)
+        ax.errorbar(b, mean, yerr=std if any(std) else None, marker="os^D"[i % 4], ms=3, lw=1,
+                    capsize=2, label=label, color=colors(i % 20))
+    ax.set_xscale("log", base=2)
+    bits = sorted({p[0] for pts in data["lines"].values() for p in pts})
+    ax.set_xticks(bits, [str(b) for b in bits])
+    ax.set_xlabel("code length (bits)")
+    ax.set_ylabel("mAP@all")
+    ax.set_title(f"fmnist-retrieval, {data['mode']} mode" +
+                 (" (mean ± std over seeds)" if data["mode"].startswith("full") else ""))
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+
+
+def _pr_curves(d: dict[str, Any]) -> Any:
+    return {"curves": d["pr_curves"], "mode": d["mode"]} if d.get("pr_curves") else None
+
+
+def _draw_pr(data: Any, ax: Any) -> None:
+    for m, c in data["curves"].items():
+        ax.plot(c["recall"], c["precision"], lw=1, label=DEEP_METHODS.get(m, (m, m))[1])
+    c = next(iter(data["curves"].values()))
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"Hamming ranking, {c['bits']} bits, seed {c['seed']}, {data['mode']} mode")
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[float]],
+          errors: dict[str, list[float]] | None = None) -> None:
+    """Grouped bars: one group per label, one bar per series."""
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name,
+               yerr=(errors or {}).get(name), capsize=2)
+    ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=7)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+
+
+def _losses_bars(d: dict[str, Any]) -> Any:
+    rows = {LOSS_METHODS.get(m, m): r for m, r in d["table"].items() if r}
+    cols = LOSS_COLUMNS[:3] + LOSS_COLUMNS[4:]
+    return {"groups": list(rows), "mode": d["mode"],
+            "series": {c: [float(np.mean(r.get(c) or [0])) for r in rows.values()] for c in cols},
+            "errors": {c: [float(np.std(r.get(c) or [0])) for r in rows.values()] for c in cols}
+            } if rows else None
+
+
+def _draw_losses(data: Any, ax: Any) -> None:
+    _bars(ax, data["groups"], data["series"], data["errors"])
+    ax.set_ylim(0, 1.12)
+    ax.legend(fontsize=7, ncol=len(data["series"]), loc="upper center")
+    ax.set_title(f"discriminative losses, {data['mode']} mode (mean ± std over seeds)")
+
+
+def _draw_simple(data: Any, ax: Any) -> None:
+    _bars(ax, data["groups"], data["series"])
+    ax.set_ylabel(data["ylabel"])
+    ax.set_title(data["title"])
+    if data.get("log"):
+        ax.set_yscale("log")
+
+
+def _metrics_speed_data(d: dict[str, Any]) -> dict[str, Any]:
+    groups, ours, naive = [], [], []
+    for r in d["results"]:
+        runs = [(f"{r['kind']} {r['bits_or_dim']}", r["seconds"])]
+        if "index_path_seconds" in r:
+            runs.append((f"{r['kind']} {r['bits_or_dim']}, flat BinaryIndex",
+                         r["index_path_seconds"]))
+        for label, seconds in runs:
+            groups.append(label)
+            ours.append(seconds)
+            naive.append(r["naive_seconds_extrapolated"])
+    return {"groups": groups, "series": {"hashlab": ours, "naive argsort (extrapolated)": naive},
+            "ylabel": "seconds", "title": "all metrics, 1,000 queries × 60,000 items"}
+
+
+def _losses_speed_data(d: dict[str, Any]) -> dict[str, Any]:
+    return {"groups": list(d["ms"]), "series": {"ms": list(d["ms"].values())},
+            "ylabel": "ms (forward + backward)", "title": "MarginSoftmax at 10,000 classes"}
+
+
+def _search_data(d: dict[str, Any]) -> dict[str, Any]:
+    kinds = [r["kind"] for r in d["results"][0]["rows"] if "range_qps" in r]
+    series = {}
+    for res in d["results"]:
+        by_kind = {r["kind"]: r.get("range_qps", 0) for r in res["rows"]}
+        series[f"{res['name']} ({res['n']:,})"] = [by_kind.get(k, 0) for k in kinds]
+    return {"groups": kinds, "series": series, "ylabel": "radius-2 queries/s",
+            "title": "radius-2 search", "log": True}
+
+
+def _serve_data(d: dict[str, Any]) -> dict[str, Any]:
+    conc = sorted({r["concurrency"] for r in d["rows"]})
+    kinds = list(dict.fromkeys(r["kind"] for r in d["rows"]))
+    rps = {(r["kind"], r["concurrency"]): r["requests_per_second"] for r in d["rows"]}
+    return {"groups": [f"search by {k}" for k in kinds],
+            "series": {f"concurrency {c}": [rps.get((k, c), 0) for k in kinds] for c in conc},
+            "ylabel": "requests/s", "title": "hashlab serve"}
+
+
+def _throughput_data(d: dict[str, Any]) -> dict[str, Any]:
+    return {"groups": ["plain", "plain channels-last", "Trainer"],
+            "series": {"best": [max(d[k]) for k in THROUGHPUT_LOOPS],
+                       "worst": [min(d[k]) for k in THROUGHPUT_LOOPS]},
+            "ylabel": "images/s", "title": "training throughput"}
+
+
+def _hashers_data(d: dict[str, Any]) -> dict[str, Any]:
+    return {"lines": {h: [(int(b), v["mAP@all"], 0.0) for b, v in row.items()]
+                      for h, row in d["table"].items()}, "mode": "classical"}
+
+
+def _draw_hashers(data: Any, ax: Any) -> None:
+    _draw_bits(data, ax)
+    ax.set_title("classical hashers on raw pixels, fmnist-retrieval")
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+
+
+@dataclass(frozen=True)
+class Table:
+    source: str  # its JSON, relative to benchmarks/results/
+    render: Callable[[dict[str, Any], str, Load], str]
+    figures: tuple[Figure, ...] = ()
+    how: str | None = None  # the command that writes the JSON, said while there is none
+
+
+def _deep_figures(mode: str) -> tuple[Figure, ...]:
+    return (Figure(f"deep-hashing-{mode}",
+                   f"deep hashing, {mode} mode: mAP@all against code length",
+                   _bits_lines, _draw_bits, (6.4, 4.2)),
+            Figure(f"deep-hashing-{mode}-pr", f"deep hashing, {mode} mode: PR curves",
+                   _pr_curves, _draw_pr, (6.4, 4.2)))
+
+
+def _losses_figure(mode: str) -> tuple[Figure, ...]:
+    return (Figure(f"losses-openset-{mode}",
+                   f"open-set and closed-set results per loss, {mode} mode",
+                   _losses_bars, _draw_losses, (7.5, 4.0)),)
+
+
+TABLES: dict[str, Table] = {
+    "demo": Table("recorded/demo.json", recorded_demo),
+    "demo-config-sweep": Table("recorded/demo_config_sweep.json", recorded_sweep),
+    "metrics-speed": Table("metrics_speed.json", metrics_speed, (Figure(
+        "metrics-speed", "metric speed against the naive baseline", _metrics_speed_data,
+        _draw_simple),)),
+    "losses-openset-quick": Table("losses_openset_quick.json", losses_openset,
+                                  _losses_figure("quick"),
+                                  "python benchmarks/run_all.py --quick --only losses-openset"),
+    "losses-openset-full": Table("losses_openset_full.json", losses_openset,
+                                 _losses_figure("full"),
+                                 "python benchmarks/run_all.py --only losses-openset"),
+    "losses-speed": Table("losses_speed.json", losses_speed, (Figure(
+        "losses-speed", "MarginSoftmax forward + backward time", _losses_speed_data,
+        _draw_simple, (5.0, 3.4)),)),
+    "search": Table("search.json", search, (Figure(
+        "search", "radius-2 queries/s per index kind", _search_data, _draw_simple),)),
+    "hashers-fmnist": Table("hashers_fmnist.json", hashers_fmnist, (Figure(
+        "hashers-fmnist", "classical hashers: mAP@all against code length", _hashers_data,
+        _draw_hashers),)),
+    "hashers-fmnist-quick": Table("hashers_fmnist_quick.json", hashers_fmnist),
+    "hashers-itq": Table("hashers_itq.json", hashers_itq),
+    "dph-quick": Table("hashing_quick.json", dph),
+    "dph-full": Table("hashing_full.json", dph),
+    "deep-hashing-quick": Table("hashing_quick.json", deep_hashing, _deep_figures("quick"),
+                                "python benchmarks/run_all.py --quick --only hashing"),
+    "deep-hashing-full": Table("hashing_full.json", deep_hashing, _deep_figures("full"),
+                               "python benchmarks/run_all.py --only hashing"),
+    "unseen-quick": Table("hashing_quick.json", unseen),
+    "unseen-full": Table("hashing_full.json", unseen),
+    "serve": Table("serve.json", serve, (Figure(
+        "serve", "requests/s per request kind and concurrency", _serve_data, _draw_simple),)),
+    "train-throughput": Table("train_throughput.json", train_throughput, (Figure(
+        "train-throughput", "training images/s: plain loops and the Trainer", _throughput_data,
+        _draw_simple, (5.0, 3.4)),)),
+}
+
+
+def loader(results_dir: Path = RESULTS_DIR) -> Load:
+    """JSON by name (relative to ``results_dir``), None where the file does not exist."""
+    cache: dict[str, Any] = {}
+
+    def load(name: str) -> dict[str, Any] | None:
+        if name not in cache:
+            path = results_dir / name
+            cache[name] = json.loads(path.read_text()) if path.exists() else None
+        return cache[name]
+
+    return load
+
+
+def render_block(name: str, load: Load) -> str:
+    """The generated content of one block: the table and the links to its figures."""
+    if name not in TABLES:
+        raise KeyError(f"results-table {name!r}: no such table; known: {', '.join(TABLES)}")
+    table = TABLES[name]
+    d = load(table.source)
+    if d is None:
+        return not_run(table.source, table.how) + "\n"
+    text = table.render(d, table.source, load)
+    for fig in table.figures:
+        if fig.data(d) is not None:
+            text += f"\n\n![{fig.alt}](figures/results-{fig.stem}.png)"
+    return text + "\n"
+
+
+def render(text: str, load: Load) -> str:
+    """``text`` with every results-table block regenerated."""
+    return _BLOCK.sub(lambda m: m.group(1) + render_block(m.group(2), load) + m.group(4), text)
+
+
+def blocks(text: str) -> list[str]:
+    return [m.group(2) for m in _BLOCK.finditer(text)]
+
+
+def stale_blocks(text: str, load: Load) -> list[str]:
+    """Names of the blocks whose content differs from what the JSON renders, and of the
+    registered tables the page lacks."""
+    stale = [m.group(2) for m in _BLOCK.finditer(text)
+             if m.group(3) != render_block(m.group(2), load)]
+    return stale + [f"{name} (missing)" for name in TABLES if name not in blocks(text)]
+
+
+def write_figures(load: Load, folder: Path = FIGURES_DIR) -> list[Path]:
+    """Draw every figure whose JSON exists; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for table in TABLES.values():
+        d = load(table.source)
+        for fig in table.figures:
+            data = None if d is None else fig.data(d)
+            if data is None:
+                continue
+            figure, ax = plt.subplots(figsize=fig.size)
+            fig.draw(data, ax)
+            ax.grid(alpha=0.3)
+            figure.tight_layout()
+            path = folder / f"results-{fig.stem}.png"
+            figure.savefig(path, dpi=110, metadata={"Software": None})
+            plt.close(figure)
+            written.append(path)
+    return written

@@ -1,0 +1,188 @@
+"""docs/results.md is generated from benchmarks/results/*.json by benchmarks/run_all.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+if not (BENCHMARKS / "run_all.py").exists():  # pragma: no cover
+    pytest.skip("benchmarks/ is not beside the tests", allow_module_level=True)
+sys.path.insert(0, str(BENCHMARKS))
+
+import results_tables as rt  # noqa: E402
+import run_all  # noqa: E402
+
+FULL_PARTIAL = {
+    "command": "python benchmarks/hashing.py", "mode": "full", "machine": "NVIDIA H200, torch 9",
+    "bits": [16, 32, 64], "seeds": [0, 1, 2], "extra_seed_bits": [64], "complete": False,
+    "seconds": 600.0, "planned_runs": 60,
+    "deep_runs": {"orthohash": {"64": [0.90, 0.92], "16": [0.80]}, "dpn": {"64": [0.70]}},
+    "deep": {"orthohash": {"64": 0.91, "16": 0.80}, "dpn": {"64": 0.70}},
+    "pr_curves": {"orthohash": {"bits": 64, "seed": 0, "radius": [0, 1, 2],
+                                "precision": [1.0, 0.9, 0.5], "recall": [0.1, 0.5, 1.0]}},
+}
+
+
+def _loader(tmp_path: Path, files: dict[str, dict]) -> rt.Load:
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(data))
+    return rt.loader(tmp_path)
+
+
+def test_seed_cells():
+    assert rt.seed_cell(None, 3) == "–"
+    assert rt.seed_cell([0.5], 1) == "0.5000"
+    assert rt.seed_cell([0.5], 3) == "0.5000 (n=1)"
+    assert rt.seed_cell([0.90, 0.92], 3) == "0.9100 ± 0.0100 (n=2)"
+
+
+def test_partial_full_mode_table(tmp_path):
+    text = rt.render_block("deep-hashing-full", _loader(tmp_path, {"hashing_full.json":
+                                                                   FULL_PARTIAL}))
+    assert "machine: NVIDIA H200, torch 9" in text
+    # 12 known methods x (1 + 1 + 3 seeds) planned, 4 done
+    assert "partial: 4 of 60 runs done" in text
+    ortho = next(line for line in text.splitlines() if line.startswith("| OrthoHash"))
+    assert ortho.split(" | ")[1:] == ["0.8000", "–", "**0.9100 ± 0.0100 (n=2)** |"]
+    dpsh = next(line for line in text.splitlines() if line.startswith("| DPSH"))
+    assert dpsh.count("–") == 3
+    assert "figures/results-deep-hashing-full-pr.png" in text
+
+
+def test_complete_table_has_no_partial_line(tmp_path):
+    done = {**FULL_PARTIAL, "complete": True, "pr_curves": {}}
+    text = rt.render_block("deep-hashing-full", _loader(tmp_path, {"hashing_full.json": done}))
+    assert "partial" not in text
+    assert "-pr.png" not in text  # no curves, no figure link
+
+
+def test_old_quick_file_without_machine_or_runs(tmp_path):
+    old = {"command": "python benchmarks/hashing.py --quick", "mode": "quick", "bits": [64],
+           "deep": {"dpn": {"64": 0.7351}}, "unseen": {"dpn": {"64": 0.4955}}}
+    load = _loader(tmp_path, {"hashing_quick.json": old})
+    text = rt.render_block("deep-hashing-quick", load)
+    assert rt.PROJECT_MACHINE in text and "| DPN (bit-wise polarization hinge, m = 1) | 0.7351 |" \
+        in text and "partial" not in text
+    assert "| DPN | 0.7351 | 0.4955 | -0.2396 |" in rt.render_block("unseen-quick", load)
+
+
+def test_losses_table_partial_and_not_run(tmp_path):
+    assert "Not run yet" in rt.render_block("losses-openset-full", rt.loader(tmp_path))
+    partial = {"mode": "full", "seeds": [0, 1], "closed_seeds": [0, 1], "complete": False,
+               "runs_done": 3, "runs_planned": 36, "machine": "a GPU",
+               "table": {"softmax": {"open mAP (float)": [0.6, 0.7],
+                                     "closed mAP (64b)": [0.8]}}}
+    text = rt.render_block("losses-openset-full",
+                           _loader(tmp_path, {"losses_openset_full.json": partial}))
+    assert "partial: 3 of 36 runs done" in text and "machine: a GPU" in text
+    assert "| softmax | 0.6500 ± 0.0500 (n=2) | – | – | – | 0.8000 (n=1) |" in text
+    assert "| cosface | – | – | – | – | – |" in text
+
+
+def test_check_passes_on_the_repository():
+    doc = rt.DOC.read_text(encoding="utf-8")
+    assert rt.stale_blocks(doc, rt.loader()) == [], \
+        "run `python benchmarks/run_all.py --tables-only` to regenerate docs/results.md"
+    assert run_all.main(["--check"]) == 0
+
+
+def test_check_fails_after_a_hand_edit(tmp_path):
+    doc = tmp_path / "results.md"
+    shutil.copy(rt.DOC, doc)
+    assert run_all.main(["--check", "--doc", str(doc)]) == 0
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("<!-- results-table: hashers-fmnist -->")
+    edited = text[:start] + text[start:].replace("0.4907", "0.5907", 1)
+    doc.write_text(edited, encoding="utf-8")
+    assert run_all.main(["--check", "--doc", str(doc)]) == 1
+    # --tables-only repairs it (figures not drawn into the repository)
+    assert run_all.update_tables(doc, rt.RESULTS_DIR, None) == ["hashers-fmnist"]
+    assert doc.read_text(encoding="utf-8") == text
+
+
+def test_only_selects_by_pattern_or_substring():
+    names = lambda pats: [b.name for b in run_all.select(pats)]  # noqa: E731
+    assert names(None) == [b.name for b in run_all.BENCHMARKS]
+    assert names(["hash*"]) == ["hashers-fmnist", "hashers-itq", "hashing"]
+    assert names(["speed"]) == ["metrics-speed", "losses-speed"]
+    assert names(["serve,search", "hashing"]) == ["serve", "search", "hashing"]
+    assert names(["nothing"]) == []
+
+
+def _bench(name: str, out: str, quick: bool = True) -> run_all.Benchmark:
+    plan = run_all.Plan(("--x",), (out,), 1.0)
+    return run_all.Benchmark(name, f"{name}.py", plan if quick else None, plan, "test")
+
+
+def test_resume_skips_complete_json_and_reruns_the_rest(tmp_path):
+    (tmp_path / "done.json").write_text(json.dumps({"mode": "quick", "complete": True}))
+    (tmp_path / "once.json").write_text(json.dumps({"ms": 1}))  # written once, at the end
+    (tmp_path / "partial.json").write_text(json.dumps({"mode": "quick", "complete": False}))
+    (tmp_path / "other.json").write_text(json.dumps({"mode": "full", "complete": True}))
+    benches = [_bench("done", "done.json"), _bench("once", "once.json"),
+               _bench("partial", "partial.json"), _bench("other", "other.json"),
+               _bench("missing", "missing.json"), _bench("fullonly", "x.json", quick=False)]
+    calls = []
+
+    def runner(cmd, env):
+        calls.append(Path(cmd[1]).stem)
+        return 1 if "partial" in cmd[1] else 0
+
+    report = run_all.run_benchmarks(benches, "quick", results_dir=tmp_path, runner=runner)
+    assert calls == ["partial", "other", "missing"]
+    assert [r[:2] for r in report] == [
+        ("done", "skipped"), ("once", "skipped"), ("partial", "FAILED (exit code 1)"),
+        ("other", "ran"), ("missing", "ran")]
+    calls.clear()
+    run_all.run_benchmarks(benches, "quick", force=True, results_dir=tmp_path, runner=runner)
+    assert calls == ["done", "once", "partial", "other", "missing"]
+
+
+def test_a_failure_is_reported_and_exits_1(tmp_path, monkeypatch):
+    doc = tmp_path / "results.md"
+    doc.write_text("no tables\n")
+    monkeypatch.setattr(run_all, "subprocess_runner", lambda cmd, env: 3)
+    assert run_all.main(["--only", "metrics-speed", "--results", str(tmp_path), "--doc",
+                         str(doc), "--figures", str(tmp_path / "fig")]) == 1
+
+
+def test_quick_never_writes_a_full_json():
+    for b in run_all.BENCHMARKS:
+        if b.quick is not None and b.quick.args != b.full.args:
+            assert not set(b.quick.outputs) & set(b.full.outputs), b.name
+
+
+def test_figures_are_deterministic(tmp_path):
+    load = _loader(tmp_path, {"hashing_full.json": FULL_PARTIAL})
+    first = rt.write_figures(load, tmp_path / "a")
+    second = rt.write_figures(load, tmp_path / "b")
+    assert [p.name for p in first] == ["results-deep-hashing-full.png",
+                                       "results-deep-hashing-full-pr.png"]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
+
+
+def test_hashing_plan_runs_every_method_once_before_any_twice():
+    import hashing
+
+    jobs = hashing.deep_plan(["a", "b"], [12, 16, 64], [0, 1, 2], [16, 64])
+    assert len(jobs) == len(set(jobs)) == 2 * (3 + 3 + 1)
+    assert jobs[:4] == [("a", 64, 0), ("b", 64, 0), ("a", 16, 0), ("b", 16, 0)]
+    first_repeat = next(i for i, (_, _, s) in enumerate(jobs) if s != 0)
+    assert {m for m, _, _ in jobs[:first_repeat]} == {"a", "b"}
+    assert jobs[-2:] == [("a", 12, 0), ("b", 12, 0)]  # single-seed lengths come last
+
+
+def test_hashing_carries_over_the_cells_it_does_not_rerun():
+    import hashing
+
+    previous = {"deep_runs": {"a": {"16": [0.5], "64": [0.7]}, "old": {"64": [0.1]}}}
+    kept = hashing.carried_cells(previous, [("a", 64, 0), ("b", 64, 0)])
+    assert kept == {"a": {16: [0.5]}, "old": {64: [0.1]}}
+    assert hashing.carried_cells({}, [("a", 64, 0)]) == {}
