@@ -274,6 +274,31 @@ def losses_openset(d: dict[str, Any], name: str, load: Load) -> str:
     return "\n".join(text)
 
 
+CROSSMODAL_METHODS = {"dcmh": "DCMH (baseline)", "aadah": "AADAH (attention + adversarial)"}
+CROSSMODAL_COLUMNS = {"image_to_text": "image→text", "text_to_image": "text→image",
+                      "image_to_text_class": "image→text (class)",
+                      "text_to_image_class": "text→image (class)",
+                      "text_to_image P@100": "text→image P@100"}
+
+
+def crossmodal(d: dict[str, Any], name: str, load: Load) -> str:
+    """fmnist-captions mAP@all per method, direction and code length (mean ± std over seeds)."""
+    seeds, bits = d["seeds"], [str(b) for b in d["bits"]]
+    what = "; ".join(d.get("quick_overrides", [])) or "the presets' 10,000 pairs and 15 epochs"
+    text = [source(name, d), "",
+            f"fmnist-captions, {d['mode']} mode ({what}); mAP@all unless the column says P@100; "
+            f"relevant = a shared class or attribute, or (class) the same class; mean ± std over "
+            f"seeds {', '.join(map(str, seeds))} (n = seeds done)."]
+    for b in bits:
+        rows = [[CROSSMODAL_METHODS.get(m, m), *(seed_cell(row.get(b, {}).get(c), len(seeds))
+                                                 for c in CROSSMODAL_COLUMNS)]
+                for m, row in d["table"].items()]
+        text += ["", md_table([f"{b} bits", *CROSSMODAL_COLUMNS.values()], rows)]
+    if d.get("complete") is False:
+        text += ["", partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text)
+
+
 def hashers_fmnist(d: dict[str, Any], name: str, load: Load) -> str:
     bits = [str(b) for b in d["bits"]]
     rows = [[CLASSICAL.get(h, h), *(fmt(row.get(b, {}).get("mAP@all")) for b in bits)]
@@ -616,6 +641,10 @@ TABLES: dict[str, Table] = {
                                "python benchmarks/run_all.py --only hashing"),
     "unseen-quick": Table("hashing_quick.json", unseen),
     "unseen-full": Table("hashing_full.json", unseen),
+    "crossmodal-quick": Table("crossmodal_quick.json", crossmodal, (),
+                              "python benchmarks/run_all.py --quick --only crossmodal"),
+    "crossmodal-full": Table("crossmodal_full.json", crossmodal, (),
+                             "python benchmarks/run_all.py --only crossmodal"),
     "serve": Table("serve.json", serve, (Figure(
         "serve", "requests/s per request kind and concurrency", _serve_data, _draw_simple),)),
     "train-throughput": Table("train_throughput.json", train_throughput, (Figure(

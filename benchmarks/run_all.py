@@ -104,6 +104,11 @@ BENCHMARKS: list[Benchmark] = [
               "the 49-run default plan of `hashing.py --quick` alone takes ~30 min); full: "
               "10 epochs, 12-64 bits, seeds 0-2 at 16/64 bits, unseen classes at 64 bits, "
               "classical hashers (~5 min per run on the CPU)"),
+    Benchmark("crossmodal", "crossmodal.py",
+              Plan(("--quick",), ("crossmodal_quick.json",), 12.0),
+              Plan((), ("crossmodal_full.json",), 150.0),
+              "cross-modal hashing on fmnist-captions, AADAH vs DCMH, 16/32/64 bits, seeds "
+              "0-2; quick: 2,000 training pairs, 5 epochs, 500 queries"),
 ]
 
 

@@ -80,6 +80,18 @@ def test_loss_and_backbone_args_are_checked():
 
 @pytest.mark.parametrize("path", sorted(CONFIG_ROOT.rglob("*.yaml")), ids=lambda p: p.stem)
 def test_bundled_presets_are_valid(path):
+    from hashlab.crossmodal.config import (
+        CrossModalConfig,
+        is_crossmodal_config,
+        load_crossmodal_config,
+    )
+
+    data = yaml.safe_load(path.read_text())
+    if is_crossmodal_config(data):  # image–text runs (docs/crossmodal.md)
+        assert isinstance(load_crossmodal_config(path), CrossModalConfig)
+        with pytest.raises(ConfigError):  # and they are not single-modality configs
+            load_config(path)
+        return
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig)
-    assert yaml.safe_load(path.read_text())["name"] == cfg.name
+    assert data["name"] == cfg.name

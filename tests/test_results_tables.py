@@ -186,3 +186,17 @@ def test_hashing_carries_over_the_cells_it_does_not_rerun():
     kept = hashing.carried_cells(previous, [("a", 64, 0), ("b", 64, 0)])
     assert kept == {"a": {16: [0.5]}, "old": {64: [0.1]}}
     assert hashing.carried_cells({}, [("a", 64, 0)]) == {}
+
+
+def test_crossmodal_table_renders_mean_std_and_progress(tmp_path):
+    data = {"command": "python benchmarks/crossmodal.py --quick", "mode": "quick",
+            "machine": "2-core x86_64 CPU", "bits": [16], "seeds": [0, 1, 2],
+            "quick_overrides": ["train.epochs=5"], "planned_runs": 6, "runs_done": 3,
+            "complete": False, "minutes": 3.0,
+            "table": {"dcmh": {"16": {"image_to_text": [0.80, 0.90],
+                                      "text_to_image": [0.70]}}}}
+    load = _loader(tmp_path, {"crossmodal_quick.json": data})
+    text = rt.render_block("crossmodal-quick", load)
+    assert "0.8500 ± 0.0500" in text  # two seeds of image→text
+    assert "0.7000" in text and "partial: 3 of 6 runs done" in text
+    assert "DCMH (baseline)" in text and "| 16 bits |" in text

@@ -165,13 +165,25 @@ def train(
         "--set", help="override a config key, e.g. --set train.epochs=2 (repeatable)")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train a model from a YAML config; writes checkpoints, metrics and plots to the run dir."""
-    from hashlab.config import load_config
-    from hashlab.train.engine import Trainer
+    """Train a model from a YAML config; writes checkpoints, metrics and plots to the run dir.
+
+    A config with a ``method`` section (``configs/fmnist/dcmh-64.yaml``) trains a cross-modal
+    image–text run (docs/crossmodal.md)."""
+    from hashlab.config import load_config, read_config_mapping
+    from hashlab.crossmodal.config import is_crossmodal_config
 
     # --name is a string as given (quoted: "2024" or "a: b" must not become a number or a map)
     overrides = list(set_ or []) + ([f"name={json.dumps(name)}"] if name is not None else [])
-    cfg = load_config(resolve_config_path(config), overrides)
+    path = resolve_config_path(config)
+    if is_crossmodal_config(read_config_mapping(path)):
+        from hashlab.crossmodal.config import load_crossmodal_config
+        from hashlab.crossmodal.trainer import CrossModalTrainer as Trainer
+
+        cfg: Any = load_crossmodal_config(path, overrides)
+    else:
+        from hashlab.train.engine import Trainer  # type: ignore[assignment]
+
+        cfg = load_config(path, overrides)
     trainer = Trainer(cfg, run_dir, progress=progress)
     typer.echo(f"training {cfg.name} → {trainer.run_dir}")
     trainer.fit(resume=resume)
@@ -216,13 +228,12 @@ def evaluate(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Evaluate a run with a retrieval protocol; prints a table and writes JSON."""
-    from hashlab.encode import TrainedRun
-    from hashlab.eval.protocols import evaluate_run
+    from hashlab.eval.protocols import evaluate_run, open_run
     from hashlab.eval.report import result_rows
     from hashlab.io import atomic_write_json
 
     _check_output_file(out)
-    result = evaluate_run(TrainedRun(run), protocol, progress=progress, index_dir=index)
+    result = evaluate_run(open_run(run), protocol, progress=progress, index_dir=index)
     suffix = f"-index-{result['index']['kind']}" if index is not None else ""
     path = out or run / "eval" / f"{protocol}{suffix}.json"
     atomic_write_json(path, result)

@@ -415,12 +415,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     return obj
 
 
-def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | None = None
-                ) -> RunConfig:
-    """Load a :class:`RunConfig` from a YAML file or a mapping, then apply ``key=value`` overrides.
-
-    ``overrides`` use dotted keys with YAML values, e.g. ``["train.epochs=2", "optim.lr=0.1"]``.
-    """
+def read_config_mapping(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (or a copy of a mapping), before validation;
+    unreadable files, invalid YAML and non-mappings raise ConfigError."""
     if isinstance(source, Mapping):
         data: Any = dict(source)
     else:
@@ -439,6 +436,16 @@ def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | N
         where = "" if isinstance(source, Mapping) else f"{source}: "
         raise ConfigError(f"{where}config must be a mapping at the top level (key: value lines), "
                           f"got {type(data).__name__}")
+    return dict(data)
+
+
+def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | None = None
+                ) -> RunConfig:
+    """Load a :class:`RunConfig` from a YAML file or a mapping, then apply ``key=value`` overrides.
+
+    ``overrides`` use dotted keys with YAML values, e.g. ``["train.epochs=2", "optim.lr=0.1"]``.
+    """
+    data = read_config_mapping(source)
     data = _apply_overrides(dict(data), overrides or [])
     return from_dict(RunConfig, data)
 

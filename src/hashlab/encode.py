@@ -143,6 +143,9 @@ class TrainedRun:
     ``model_sha256`` is the SHA-256 of that ``model.pt``: the codes cache and indexes record
     it, so codes made by another model (the run was retrained) are never used with this one."""
 
+    #: what the evaluation protocols check (``runs=`` in :data:`hashlab.eval.registry.PROTOCOLS`)
+    kind = "image"
+
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu") -> None:
         self.run_dir = Path(run_dir)
         path = self.run_dir / FINAL_MODEL

@@ -73,6 +73,7 @@ _REGISTRY_MODULES = (
     "hashlab.index.registry",
     "hashlab.eval.registry",
     "hashlab.train.recipes.registry",
+    "hashlab.crossmodal.registry",
 )
 
 #: arguments the framework passes itself; they are not a method's user-settable defaults

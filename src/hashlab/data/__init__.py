@@ -1,4 +1,5 @@
-"""Datasets: IDX files, Fashion-MNIST, scikit-learn digits, image folders, and a registry."""
+"""Datasets: IDX files, Fashion-MNIST, scikit-learn digits, image folders, paired image–text
+data (cross-modal), and their registries."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from hashlab.data.fashion_mnist import (
 )
 from hashlab.data.idx import content_sha256, read_idx, read_idx_header, write_idx
 from hashlab.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
-from hashlab.data.registry import DATASETS, dataset_names, load_dataset, resolve_dataset_name
+from hashlab.data.paired import SPLITS, PairedData
+from hashlab.data.registry import (
+    DATASETS,
+    PAIRED_DATASETS,
+    dataset_names,
+    load_dataset,
+    load_paired,
+    paired_dataset_names,
+    resolve_dataset_name,
+)
 
 __all__ = [
     "DATASETS",
@@ -25,8 +35,11 @@ __all__ = [
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "IMAGE_EXTENSIONS",
+    "PAIRED_DATASETS",
+    "SPLITS",
     "ArrayDataset",
     "ImageFolderDataset",
+    "PairedData",
     "content_sha256",
     "dataset_names",
     "download_fashion_mnist",
@@ -34,6 +47,8 @@ __all__ = [
     "load_dataset",
     "load_digits_split",
     "load_fashion_mnist",
+    "load_paired",
+    "paired_dataset_names",
     "read_idx",
     "read_idx_header",
     "resolve_dataset_name",

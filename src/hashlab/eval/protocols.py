@@ -77,7 +77,15 @@ def retrieval(run: TrainedRun, progress: bool = True, batch_size: int = 1024,
     return protocol_result("retrieval", queries, database, metrics, start)
 
 
-def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True,
+def open_run(run_dir: Any) -> Any:
+    """The finished run in ``run_dir``: a :class:`~hashlab.crossmodal.trainer.CrossModalRun`
+    for a cross-modal run, else a :class:`~hashlab.encode.TrainedRun`."""
+    from hashlab.crossmodal.trainer import CrossModalRun, is_crossmodal_run
+
+    return CrossModalRun(run_dir) if is_crossmodal_run(run_dir) else TrainedRun(run_dir)
+
+
+def evaluate_run(run: Any, protocol: str, progress: bool = True,
                  index_dir: Any = None) -> dict[str, Any]:
     """Run a registered protocol on a finished run.
 
@@ -86,6 +94,12 @@ def evaluate_run(run: TrainedRun, protocol: str, progress: bool = True,
     registered with ``index=True``).
     """
     entry = PROTOCOLS.entry(protocol)
+    runs = entry.meta.get("runs", ("image",))
+    kind = getattr(run, "kind", "image")
+    if kind not in runs:
+        able = [e.name for e in PROTOCOLS.entries() if kind in e.meta.get("runs", ("image",))]
+        raise ConfigError(f"protocol {entry.name} evaluates {' or '.join(runs)} runs, and "
+                          f"{run.run_dir} is a {kind} run; its protocols: {', '.join(able)}")
     if index_dir is None:
         return entry.obj(run, progress=progress)
     if not entry.meta.get("index"):
