@@ -47,8 +47,8 @@ from hashlab.train.engine import (
     CURVE_FILE,
     FINAL_MODEL,
     METRICS_FILE,
-    _config_diff,
     build_optimizer,
+    check_resume_config,
     check_run_dir,
     plot_training_curve,
     resolve_device,
@@ -209,11 +209,7 @@ class CrossModalTrainer:
             hint = "; restore the file, or train the run again from scratch"
             check_fields(state, _CHECKPOINT_FIELDS, ckpt, "cross-modal training checkpoint",
                          CheckpointError, hint)
-            if state["config"] != self.config.to_dict():
-                raise CheckpointError(
-                    f"cannot resume {self.run_dir}: its config differs from the one given "
-                    f"({_config_diff(state['config'], self.config.to_dict())}); resume with "
-                    "the same config (see config.yaml in the run directory)")
+            check_resume_config(state["config"], self.config, self.run_dir)
             try:
                 self.load_state_dict(state)
             except (KeyError, IndexError, AttributeError, ValueError, RuntimeError) as exc:

@@ -325,12 +325,7 @@ class Trainer:
                 raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
             state = load_checkpoint(ckpt, map_location=self.device)
             check_checkpoint_state(state, ckpt)
-            saved = _with_defaults(state.get("config"))
-            if saved is not None and saved != self.config.to_dict():
-                raise CheckpointError(
-                    f"cannot resume {self.run_dir}: its config differs from the one given "
-                    f"({_config_diff(saved, self.config.to_dict())}); resume with the same "
-                    "config (see config.yaml in the run directory)")
+            check_resume_config(state.get("config"), self.config, self.run_dir)
             try:
                 self.load_state_dict(state)
             except (KeyError, IndexError, AttributeError, *_BUILD_ERRORS) as exc:
@@ -547,16 +542,23 @@ def check_run_dir(directory: Path) -> None:
             "or empty the folder")
 
 
-def _with_defaults(saved: Any) -> Any:
-    """A saved config with the defaults of fields added since it was written filled in (so
-    that a new option does not make older checkpoints unresumable); unchanged if it no longer
-    validates (the comparison then reports the difference)."""
+def check_resume_config(saved: Any, config: Any, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` when its checkpoint's config (``saved``, a dict) differs
+    from ``config`` (a config dataclass with ``to_dict``). Options added to the config class
+    since the checkpoint was written count with their defaults, so that a new option does not
+    make older checkpoints unresumable."""
     if not isinstance(saved, dict):
-        return saved
+        return
     try:
-        return from_dict(RunConfig, saved).to_dict()
+        saved = from_dict(type(config), saved).to_dict()
     except (HashlabError, TypeError, ValueError):
-        return saved
+        pass  # no longer valid: the comparison below names the difference
+    current = config.to_dict()
+    if saved != current:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: its config differs from the one given "
+            f"({_config_diff(saved, current)}); resume with the same config (see config.yaml "
+            "in the run directory)")
 
 
 def _config_diff(saved: Any, current: dict[str, Any], prefix: str = "") -> str:
@@ -664,5 +666,5 @@ def train(config: RunConfig, run_dir: str | Path | None = None, *, resume: bool 
     return trainer
 
 
-__all__ = ["EpochStats", "Trainer", "build_loss", "load_checkpoint", "seed_everything",
-           "train"]
+__all__ = ["EpochStats", "Trainer", "build_loss", "check_resume_config", "load_checkpoint",
+           "seed_everything", "train"]
