@@ -86,6 +86,7 @@ def test_cli_trains_and_evaluates_a_crossmodal_run(tmp_path):
         assert saved["metrics"][f"{direction}_class"]["mAP@all"] > 0.18, direction
         assert saved["metrics"][direction]["nbits"] == 16
     assert "text→image" in result.output
+    _search_by_text_and_by_image(tmp_path, run)
     # a single-modality protocol on a cross-modal run, and the reverse, are clear errors
     result = runner.invoke(app, ["eval", str(run), "--protocol", "fmnist-retrieval"])
     assert result.exit_code == 2 and "cross-modal run" in result.output
@@ -95,3 +96,46 @@ def test_cli_trains_and_evaluates_a_crossmodal_run(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "runs" / "tiny"), "--protocol",
                                  "fmnist-captions"])
     assert result.exit_code == 2 and "image run" in result.output
+
+
+def _search_by_text_and_by_image(tmp_path, run):
+    """hashlab index / search on the cross-modal run, against the Python API + brute force."""
+    from PIL import Image
+
+    from hashlab.crossmodal.trainer import CrossModalRun
+    from hashlab.data.text import bag_of_words
+    from hashlab.index.codes import unpack_bits
+
+    result = runner.invoke(app, ["index", str(run), "--modality", "image", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    image_index = run / "index-database-image-flat"
+    out, sheet = tmp_path / "hits.json", tmp_path / "sheet.png"
+    result = runner.invoke(app, ["search", str(image_index), "--text", "ankle boot", "--k", "5",
+                                 "--out", str(out), "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(out.read_text())["results"][0]
+    xrun = CrossModalRun(run)
+    db = xrun.load_split("database")
+    q = unpack_bits(xrun.encode_texts(bag_of_words(["ankle boot"], xrun.vocabulary)), 16)[0]
+    d = (unpack_bits(xrun.encode_images(db), 16) != q).sum(1)
+    want = np.lexsort((np.arange(len(d)), d))[:5]  # (distance, id) order
+    assert hits["ids"] == want.tolist() and hits["distances"] == d[want].tolist()
+    assert hits["items"] == [db.images.classes[c] for c in db.classes[want]]
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # texts by image: a text index, queried with an image file
+    result = runner.invoke(app, ["index", str(run), "--modality", "text", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "query.png"
+    Image.fromarray(db.images.images[int(want[0])]).save(png)
+    result = runner.invoke(app, ["search", str(run / "index-database-text-flat"), "--image",
+                                 str(png), "--k", "3"])
+    assert result.exit_code == 0, result.output
+    # the PNG holds the database image's exact pixels, so its code is that image's code
+    q_img = unpack_bits(xrun.encode_images(db.images.subset([int(want[0])])), 16)[0]
+    d_text = (unpack_bits(xrun.encode_texts(db), 16) != q_img).sum(1)
+    top = np.lexsort((np.arange(len(d_text)), d_text))[:3]
+    printed = [line.split(maxsplit=2)[2] for line in result.output.splitlines()[1:4]]
+    assert printed == [db.sentences[i] for i in top]
+    # words the run never saw are an error, not an empty query
+    result = runner.invoke(app, ["search", str(image_index), "--text", "zzz qqq"])
+    assert result.exit_code == 2 and "vocabulary" in result.output

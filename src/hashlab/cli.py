@@ -281,7 +281,11 @@ def demo(
 @command(expected=(ValueError, NotImplementedError))
 def index(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
-    split: Annotated[str, typer.Option(help="split whose codes fill the index")] = "train",
+    split: Annotated[str | None, typer.Option(
+        help="split whose codes fill the index (default: train; database for a cross-modal "
+             "run)")] = None,
+    modality: Annotated[str, typer.Option(
+        help="cross-modal runs: index the image or the text codes")] = "image",
     kind: Annotated[str, typer.Option(
         help=f"index kind; binary: {_choices('hashlab.index.registry', 'BINARY_KINDS')}; "
              f"float: {_choices('hashlab.index.registry', 'FLOAT_KINDS')}")] = "flat",
@@ -309,6 +313,22 @@ def index(
             raise HashlabError(f"--out {out}: exists and is not an index folder; give a new "
                                "or empty folder")
         _check_parent_writable(out)
+    from hashlab.crossmodal.trainer import CrossModalRun, is_crossmodal_run
+
+    if is_crossmodal_run(run):  # image or text codes of a split, in one Hamming space
+        if code != "binary" or modality not in ("image", "text"):
+            raise HashlabError("a cross-modal run is indexed with binary codes and --modality "
+                               f"image or text (got --code {code}, --modality {modality})")
+        xrun = CrossModalRun(run)
+        split = split or "database"
+        bits, _ = xrun.encode_split(split, modality, batch_size=batch_size)  # type: ignore[arg-type]
+        xidx = BinaryIndex(xrun.dim, kind)
+        xidx.add(bits, np.arange(len(bits), dtype=np.int64))
+        path = out or run / f"index-{split}-{modality}-{kind}"
+        save_run_index(xrun, xidx, path, split=split, code="binary", modality=modality)
+        typer.echo(f"{len(xidx)} {modality} codes ({kind}) → {path}")
+        return
+    split = split or "train"
     trained = TrainedRun(run)
     codes = trained.encode(split, batch_size=batch_size, progress=progress)
     ids = np.arange(len(codes), dtype=np.int64)
@@ -381,18 +401,45 @@ def search(
                         "marked \"exact\": false in the JSON")] = False,
     run: Annotated[Path | None, typer.Option(help="run that encodes queries (default: the "
                                                   "index's run)")] = None,
+    text: Annotated[list[str] | None, typer.Option(
+        help="cross-modal index of images: a text query (repeatable)")] = None,
+    sheet: Annotated[Path | None, typer.Option(
+        help="cross-modal index of images: write a contact sheet PNG of the first query's "
+             "hits")] = None,
     out: Annotated[Path | None, typer.Option(
         help="write results as JSON to this file (an existing folder is refused)")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Search an index with images, indexed ids or a whole split; prints or writes JSON."""
+    """Search an index with images, indexed ids or a whole split; prints or writes JSON.
+    A cross-modal run's index (``hashlab index RUN --modality image|text``) is searched with
+    ``--text`` (images by text) or ``--image`` (texts, or images, by image)."""
     from hashlab.encode import TrainedRun
     from hashlab.eval.protocols import load_run_index, read_index_source
     from hashlab.index.query import run_query
     from hashlab.io import atomic_write_json
 
     _check_output_file(out)
+    _check_output_file(sheet)
     source = read_index_source(index_dir)
+    if "modality" in source:
+        from hashlab.crossmodal.search import search_crossmodal
+
+        results, lines = search_crossmodal(index_dir, source, texts=text or [],
+                                           images=image or [], k=k, radius=radius,
+                                           exact=exact, sheet=sheet)
+        for warning in results.pop("warnings"):
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        if out:
+            atomic_write_json(out, results)
+            typer.echo(f"{len(results['results'])} queries → {out}")
+        else:
+            typer.echo("\n".join(lines))
+        if sheet:
+            typer.echo(f"contact sheet → {sheet}")
+        return
+    if text or sheet:
+        raise HashlabError("--text and --sheet search a cross-modal run's index (hashlab index "
+                           "RUN --modality image); this index is of a single-modality run")
     trained = TrainedRun(run or source["run"])
     binary = source["code"] == "binary"
     idx, _ = load_run_index(trained, index_dir)

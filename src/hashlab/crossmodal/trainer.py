@@ -355,7 +355,8 @@ class CrossModalRun:
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu") -> None:
         self.run_dir = Path(run_dir)
         path = self.run_dir / FINAL_MODEL
-        state = load_torch_file(path, map_location="cpu", what="cross-modal model")[0]
+        state, self.model_sha256 = load_torch_file(path, map_location="cpu",
+                                                   what="cross-modal model")
         check_fields(state, _MODEL_FIELDS, path, "cross-modal model (model.pt)",
                      CheckpointError, "; train the run (again)")
         self.config = from_dict(CrossModalConfig, state["config"])
@@ -374,6 +375,27 @@ class CrossModalRun:
     def dim(self) -> int:
         """Bits per code."""
         return int(self.config.dim)
+
+    @property
+    def model(self) -> CrossModalNet:
+        """The network (both towers); ``model.dim`` bits per code, as for image runs."""
+        return self.net
+
+    def load_split(self, split: str) -> PairedData:
+        """A split of the run's paired dataset (its data arguments, its vocabulary)."""
+        from hashlab.data.registry import load_paired
+
+        d = self.config.data
+        return load_paired(d.dataset, split, root=d.root,
+                           **{**d.args, "vocabulary": self.vocabulary})
+
+    def encode_split(self, split: str, modality: Modality,
+                     batch_size: int = 256) -> tuple[np.ndarray, PairedData]:
+        """Packed bits of one modality of a split, and the split."""
+        data = self.load_split(split)
+        codes = (self.encode_images(data, batch_size=batch_size) if modality == "image"
+                 else self.encode_texts(data, batch_size=batch_size))
+        return codes, data
 
     @property
     def vocabulary(self) -> list[str]:

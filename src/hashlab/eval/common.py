@@ -158,16 +158,20 @@ def read_index_source(index_dir: Any) -> dict[str, Any]:
     return source
 
 
-def index_source(run: TrainedRun, split: str, code: str) -> dict[str, Any]:
-    """The ``source.json`` of an index of ``run``'s ``split`` (``code``: binary or float)."""
-    return {"run": str(run.run_dir.resolve()), "split": split, "code": code,
-            "model_sha256": run.model_sha256}
+def index_source(run: TrainedRun, split: str, code: str, modality: str | None = None
+                 ) -> dict[str, Any]:
+    """The ``source.json`` of an index of ``run``'s ``split`` (``code``: binary or float;
+    ``modality``: ``image`` or ``text`` for a cross-modal run's index)."""
+    source = {"run": str(run.run_dir.resolve()), "split": split, "code": code,
+              "model_sha256": run.model_sha256}
+    return source if modality is None else {**source, "modality": modality}
 
 
-def save_run_index(run: TrainedRun, index: Any, path: Any, *, split: str, code: str) -> Path:
+def save_run_index(run: TrainedRun, index: Any, path: Any, *, split: str, code: str,
+                   modality: str | None = None) -> Path:
     """Save ``index`` (of ``run``'s ``split``) with its ``source.json``, in one atomic swap."""
     return save_index(index, path, model_run=str(run.run_dir.resolve()),
-                      source=index_source(run, split, code))
+                      source=index_source(run, split, code, modality))
 
 
 def load_run_index(run: TrainedRun, index_dir: Any) -> tuple[Any, dict[str, Any]]:
