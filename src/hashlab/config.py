@@ -33,7 +33,7 @@ class AugmentConfig:
     crop_padding: int = 0
 
     def validate(self, path: str) -> None:
-        _check(self.crop_padding >= 0, f"{path}.crop_padding", "must be >= 0")
+        check_field(self.crop_padding >= 0, f"{path}.crop_padding", "must be >= 0")
 
 
 @dataclass
@@ -51,12 +51,12 @@ class PartialLabelsConfig:
 
     def validate(self, path: str) -> None:
         for name in ("both", "category", "attribute"):
-            _check(0 <= getattr(self, name) <= 1, f"{path}.{name}", "must be in [0, 1]")
-        _check(self.both + self.category + self.attribute <= 1 + 1e-9, path,
+            check_field(0 <= getattr(self, name) <= 1, f"{path}.{name}", "must be in [0, 1]")
+        check_field(self.both + self.category + self.attribute <= 1 + 1e-9, path,
                "fractions both + category + attribute must sum to <= 1")
-        _check(len(self.use) > 0 and len(set(self.use)) == len(self.use), f"{path}.use",
+        check_field(len(self.use) > 0 and len(set(self.use)) == len(self.use), f"{path}.use",
                "must name each part at most once, and at least one")
-        _check_seed(self.seed, f"{path}.seed")
+        check_seed(self.seed, f"{path}.seed")
 
 
 MAX_IMAGE_SIZE = 4096
@@ -77,16 +77,16 @@ class DataConfig:
     partial_labels: PartialLabelsConfig | None = None
 
     def validate(self, path: str) -> None:
-        _check(self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+        check_field(self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
                f"{path}.image_size", f"must be in 1..{MAX_IMAGE_SIZE} or null")
         if self.partial_labels is not None:
-            _check(self.attributes is not None, f"{path}.partial_labels",
+            check_field(self.attributes is not None, f"{path}.partial_labels",
                    "needs data.attributes (the labels it hides)")
         if self.classes is not None:
-            _check(len(self.classes) >= 2, f"{path}.classes", "needs at least 2 classes")
-            _check(len(set(self.classes)) == len(self.classes), f"{path}.classes",
+            check_field(len(self.classes) >= 2, f"{path}.classes", "needs at least 2 classes")
+            check_field(len(set(self.classes)) == len(self.classes), f"{path}.classes",
                    "has duplicates")
-            _check(min(self.classes) >= 0, f"{path}.classes", "must be >= 0")
+            check_field(min(self.classes) >= 0, f"{path}.classes", "must be >= 0")
 
 
 @dataclass
@@ -98,7 +98,7 @@ class ModelConfig:
     dim: int = 64
 
     def validate(self, path: str) -> None:
-        _check(0 < self.dim <= MAX_DIM, f"{path}.dim", f"must be in 1..{MAX_DIM}")
+        check_field(0 < self.dim <= MAX_DIM, f"{path}.dim", f"must be in 1..{MAX_DIM}")
 
 
 @dataclass
@@ -116,9 +116,9 @@ class OptimConfig:
     nesterov: bool = True
 
     def validate(self, path: str) -> None:
-        _check(self.lr > 0, f"{path}.lr", "must be > 0")
-        _check(0 <= self.momentum < 1, f"{path}.momentum", "must be in [0, 1)")
-        _check(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
+        check_field(self.lr > 0, f"{path}.lr", "must be > 0")
+        check_field(0 <= self.momentum < 1, f"{path}.momentum", "must be in [0, 1)")
+        check_field(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
 
 
 @dataclass
@@ -129,9 +129,9 @@ class SchedulerConfig:
     warmup_fraction: float = 0.25
 
     def validate(self, path: str) -> None:
-        _check(self.step_size > 0, f"{path}.step_size", "must be > 0")
-        _check(0 < self.gamma <= 1, f"{path}.gamma", "must be in (0, 1]")
-        _check(0 < self.warmup_fraction < 1, f"{path}.warmup_fraction", "must be in (0, 1)")
+        check_field(self.step_size > 0, f"{path}.step_size", "must be > 0")
+        check_field(0 < self.gamma <= 1, f"{path}.gamma", "must be in (0, 1]")
+        check_field(0 < self.warmup_fraction < 1, f"{path}.warmup_fraction", "must be in (0, 1)")
 
 
 @dataclass
@@ -144,8 +144,8 @@ class SamplerConfig:
     k: int = 8
 
     def validate(self, path: str) -> None:
-        _check(self.p >= 2, f"{path}.p", "must be >= 2")
-        _check(self.k >= 2, f"{path}.k", "must be >= 2")
+        check_field(self.p >= 2, f"{path}.p", "must be >= 2")
+        check_field(self.k >= 2, f"{path}.k", "must be >= 2")
 
 
 MAX_THREADS = 1024
@@ -162,9 +162,9 @@ class ValidationConfig:
     keep: Literal["last", "best"] = "last"  # which epoch's weights become model.pt
 
     def validate(self, path: str) -> None:
-        _check(0.0 <= self.fraction < 1.0, f"{path}.fraction", "must be in [0, 1)")
-        _check(0 <= self.seed <= SEED_MAX, f"{path}.seed", f"must be in [0, {SEED_MAX}]")
-        _check(self.keep == "last" or self.fraction > 0, f"{path}.keep",
+        check_field(0.0 <= self.fraction < 1.0, f"{path}.fraction", "must be in [0, 1)")
+        check_field(0 <= self.seed <= SEED_MAX, f"{path}.seed", f"must be in [0, {SEED_MAX}]")
+        check_field(self.keep == "last" or self.fraction > 0, f"{path}.keep",
                "'best' needs a validation split (set fraction > 0)")
 
 
@@ -181,14 +181,14 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def validate(self, path: str) -> None:
-        _check(self.epochs > 0, f"{path}.epochs", "must be > 0")
-        _check(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
-        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+        check_field(self.epochs > 0, f"{path}.epochs", "must be > 0")
+        check_field(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
+        check_field(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"{path}.device", f"must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         for name in ("threads", "max_batches_per_epoch", "limit_train_samples"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"{path}.{name}", "must be > 0 or null")
-        _check(self.threads is None or self.threads <= MAX_THREADS, f"{path}.threads",
+            check_field(value is None or value > 0, f"{path}.{name}", "must be > 0 or null")
+        check_field(self.threads is None or self.threads <= MAX_THREADS, f"{path}.threads",
                f"must be <= {MAX_THREADS}")
 
 
@@ -198,7 +198,7 @@ class EvalConfig:
     batch_size: int = 1024
 
     def validate(self, path: str) -> None:
-        _check(self.batch_size > 0, f"{path}.batch_size", "must be > 0")
+        check_field(self.batch_size > 0, f"{path}.batch_size", "must be > 0")
 
 
 @dataclass
@@ -227,10 +227,10 @@ class RunConfig:
         from hashlab.models.registry import BACKBONES, HEADS
         from hashlab.registry import load_plugins
 
-        _check(_is_folder_name(self.name), "name",
+        check_field(is_folder_name(self.name), "name",
                f"must be a single folder name (not empty, not '.' or '..', no '/' or '\\'), got "
                f"{self.name!r}; to train elsewhere, set output_dir or pass --run-dir")
-        _check_seed(self.seed, "seed")
+        check_seed(self.seed, "seed")
         load_plugins(self.plugins)
         for registry, key, value in ((DATASETS, "data.dataset", self.data.dataset),
                                      (BACKBONES, "model.backbone", self.model.backbone),
@@ -258,16 +258,16 @@ class RunConfig:
 T = TypeVar("T")
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check_field(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
 
-def _check_seed(seed: int, key: str) -> None:
-    _check(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32 - 1), got {seed}")
+def check_seed(seed: int, key: str) -> None:
+    check_field(0 <= seed <= SEED_MAX, key, f"must be in 0..{SEED_MAX} (2**32 - 1), got {seed}")
 
 
-def _is_folder_name(name: str) -> bool:
+def is_folder_name(name: str) -> bool:
     """A single path component: the run directory stays inside ``output_dir``."""
     return name.strip() not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
@@ -446,11 +446,11 @@ def load_config(source: str | Path | Mapping[str, Any], overrides: list[str] | N
     ``overrides`` use dotted keys with YAML values, e.g. ``["train.epochs=2", "optim.lr=0.1"]``.
     """
     data = read_config_mapping(source)
-    data = _apply_overrides(dict(data), overrides or [])
+    data = apply_overrides(dict(data), overrides or [])
     return from_dict(RunConfig, data)
 
 
-def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=2")

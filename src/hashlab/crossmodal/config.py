@@ -21,12 +21,12 @@ from hashlab.config import (
     MAX_DIM,
     MAX_THREADS,
     OptimConfig,
-    _apply_overrides,
-    _check,
-    _check_seed,
-    _is_folder_name,
+    apply_overrides,
+    check_field,
+    check_seed,
     coerce_args,
     from_dict,
+    is_folder_name,
     read_config_mapping,
 )
 from hashlab.errors import ConfigError, HashlabError, summary
@@ -69,9 +69,10 @@ class TextTowerConfig:
 
     def validate(self, path: str) -> None:
         for i, h in enumerate(self.hidden):
-            _check(0 < h <= MAX_DIM, f"{path}.hidden[{i}]", f"must be in 1..{MAX_DIM}")
-        _check(0 < self.feature_dim <= MAX_DIM, f"{path}.feature_dim", f"must be in 1..{MAX_DIM}")
-        _check(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)")
+            check_field(0 < h <= MAX_DIM, f"{path}.hidden[{i}]", f"must be in 1..{MAX_DIM}")
+        check_field(0 < self.feature_dim <= MAX_DIM, f"{path}.feature_dim",
+                    f"must be in 1..{MAX_DIM}")
+        check_field(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)")
 
 
 @dataclass
@@ -94,7 +95,7 @@ class CrossModalOptimConfig(OptimConfig):
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        _check(0 < self.final_lr_fraction <= 1, f"{path}.final_lr_fraction",
+        check_field(0 < self.final_lr_fraction <= 1, f"{path}.final_lr_fraction",
                "must be in (0, 1]")
 
 
@@ -107,13 +108,13 @@ class CrossModalTrainConfig:
     limit_train_samples: int | None = None  # train on a seeded subset of this many items
 
     def validate(self, path: str) -> None:
-        _check(self.epochs > 0, f"{path}.epochs", "must be > 0")
-        _check(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
-        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+        check_field(self.epochs > 0, f"{path}.epochs", "must be > 0")
+        check_field(self.batch_size > 1, f"{path}.batch_size", "must be > 1")
+        check_field(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"{path}.device", f"must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        _check(self.threads is None or 0 < self.threads <= MAX_THREADS, f"{path}.threads",
+        check_field(self.threads is None or 0 < self.threads <= MAX_THREADS, f"{path}.threads",
                f"must be in 1..{MAX_THREADS} or null")
-        _check(self.limit_train_samples is None or self.limit_train_samples > 1,
+        check_field(self.limit_train_samples is None or self.limit_train_samples > 1,
                f"{path}.limit_train_samples", "must be > 1 or null")
 
 
@@ -140,11 +141,11 @@ class CrossModalConfig:
         from hashlab.models.registry import BACKBONES
         from hashlab.registry import check_kwargs, load_plugins
 
-        _check(_is_folder_name(self.name), "name",
+        check_field(is_folder_name(self.name), "name",
                f"must be a single folder name (not empty, not '.' or '..', no '/' or '\\'), got "
                f"{self.name!r}")
-        _check_seed(self.seed, "seed")
-        _check(0 < self.dim <= MAX_DIM, "dim", f"must be in 1..{MAX_DIM}")
+        check_seed(self.seed, "seed")
+        check_field(0 < self.dim <= MAX_DIM, "dim", f"must be in 1..{MAX_DIM}")
         load_plugins(self.plugins)
         method = CROSSMODAL_METHODS.get(self.method.name, key="method.name")
         backbone = BACKBONES.get(self.image.backbone, key="image.backbone")
@@ -179,4 +180,4 @@ def load_crossmodal_config(source: str | Path | Mapping[str, Any],
     """A :class:`CrossModalConfig` from a YAML file or a mapping, then ``key=value``
     overrides with dotted keys (``["train.epochs=2", "method.args.gamma=0.5"]``)."""
     data = read_config_mapping(source)
-    return from_dict(CrossModalConfig, _apply_overrides(dict(data), overrides or []))
+    return from_dict(CrossModalConfig, apply_overrides(dict(data), overrides or []))

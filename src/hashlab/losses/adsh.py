@@ -15,7 +15,7 @@ from torch import nn
 
 from hashlab.data.facts import TrainData
 from hashlab.losses.factory import factory_for
-from hashlab.losses.hashing import _check_codes, _check_labels
+from hashlab.losses.hashing import check_codes, check_labels
 from hashlab.losses.registry import LOSSES
 from hashlab.validation import check_choice, check_int, check_nonnegative
 
@@ -175,8 +175,8 @@ class ADSHLoss(nn.Module):
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor,
                 indices: torch.Tensor | None = None) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=False)
+        check_codes(codes, self.dim)
+        check_labels(codes, labels, multi_hot=False)
         n = self.V.shape[0]
         if n == 0:
             raise RuntimeError("ADSH has no database codes yet: the trainer calls "

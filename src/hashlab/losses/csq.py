@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashlab.losses.hashing import CODE_RANGES, _check_codes, to_pm1
+from hashlab.losses.hashing import CODE_RANGES, check_codes, to_pm1
 from hashlab.losses.registry import LOSSES
 from hashlab.losses.softmax import quantization_penalty
 from hashlab.validation import check_choice, check_int, check_nonnegative
@@ -161,7 +161,7 @@ class CentreLoss(nn.Module):
 
     def prepare(self, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Check the inputs; the codes in ``[−1, 1]`` (see :func:`to_pm1`)."""
-        _check_codes(codes, self.dim)
+        check_codes(codes, self.dim)
         if labels is not None:
             check_centre_labels(codes, labels, self.num_classes, self.multi_label)
         return to_pm1(codes, self.code_range)

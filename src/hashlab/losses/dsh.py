@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hashlab.losses.factory import factory_for
-from hashlab.losses.hashing import _check_codes, _check_labels, pairwise_similarity
+from hashlab.losses.hashing import check_codes, check_labels, pairwise_similarity
 from hashlab.losses.reductions import zero_loss
 from hashlab.losses.registry import LOSSES
 from hashlab.validation import check_nonnegative
@@ -52,8 +52,8 @@ class DSHLoss(nn.Module):
         return 2.0 * bits if self.margin is None else self.margin
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=True)
+        check_codes(codes, self.dim)
+        check_labels(codes, labels, multi_hot=True)
         b = codes.float() if codes.dtype in (torch.float16, torch.bfloat16) else codes
         n = b.shape[0]
         if n < 2:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashlab.losses.hashing import _check_codes, _check_labels
+from hashlab.losses.hashing import check_codes, check_labels
 from hashlab.losses.registry import LOSSES
 from hashlab.losses.softmax import check_class_batch
 from hashlab.validation import check_nonnegative
@@ -69,8 +69,8 @@ class GreedyHashLoss(nn.Module):
         return self.classifier(greedy_sign(codes).to(self.classifier.weight.dtype))
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=False)
+        check_codes(codes, self.dim)
+        check_labels(codes, labels, multi_hot=False)
         check_class_batch(codes, labels, self.dim, self.num_classes)
         if labels.numel() == 0:
             return codes.sum() * 0.0

@@ -40,6 +40,8 @@ __all__ = [
     "EuclideanTripletLoss",
     "HammingTripletLoss",
     "QuantizationLoss",
+    "check_codes",
+    "check_labels",
     "hamming_distance_matrix",
     "pairwise_similarity",
     "quantization_penalty",
@@ -80,7 +82,8 @@ def pairwise_similarity(labels: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _check_codes(codes: torch.Tensor, dim: int | None) -> None:
+def check_codes(codes: torch.Tensor, dim: int | None) -> None:
+    """A loss's input check: ``codes`` is ``[batch, bits]`` (``bits == dim`` when given)."""
     if codes.ndim != 2:
         raise ValueError(f"codes must have shape [batch, bits], got {tuple(codes.shape)}")
     if dim is not None and codes.shape[1] != dim:
@@ -89,7 +92,8 @@ def _check_codes(codes: torch.Tensor, dim: int | None) -> None:
         raise ValueError(f"codes must be a floating-point tensor, got dtype {codes.dtype}")
 
 
-def _check_labels(codes: torch.Tensor, labels: torch.Tensor, multi_hot: bool) -> None:
+def check_labels(codes: torch.Tensor, labels: torch.Tensor, multi_hot: bool) -> None:
+    """A loss's input check: one integer label per code (or a multi-hot row, if allowed)."""
     if labels.ndim == 0 or labels.shape[0] != codes.shape[0]:
         raise ValueError(
             f"labels must have {codes.shape[0]} rows (one per code), got shape "
@@ -115,8 +119,8 @@ def _code_loss(
 ) -> torch.Tensor:
     """``term(v, labels) + λ · quantization_penalty(v)`` on the ±1-relaxed codes ``v``, after
     checking the inputs (``loss`` gives ``dim``, ``code_range`` and ``λ = quantization_weight``)."""
-    _check_codes(codes, loss.dim)
-    _check_labels(codes, labels, multi_hot=multi_hot)
+    check_codes(codes, loss.dim)
+    check_labels(codes, labels, multi_hot=multi_hot)
     v = to_pm1(codes, loss.code_range)
     value = term(v, labels)
     if loss.quantization_weight:
@@ -144,7 +148,7 @@ class QuantizationLoss(nn.Module):
         return f"weight={self.weight}, code_range={self.code_range!r}"
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        _check_codes(codes, None)
+        check_codes(codes, None)
         return self.weight * quantization_penalty(to_pm1(codes, self.code_range))
 
 

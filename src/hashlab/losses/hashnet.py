@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashlab.losses.factory import factory_for
-from hashlab.losses.hashing import _check_codes, _check_labels, pairwise_similarity
+from hashlab.losses.hashing import check_codes, check_labels, pairwise_similarity
 from hashlab.losses.reductions import zero_loss
 from hashlab.losses.registry import LOSSES
 from hashlab.validation import check_int, check_nonnegative, check_real
@@ -92,8 +92,8 @@ class HashNetLoss(nn.Module):
         return value
 
     def forward(self, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_codes(codes, self.dim)
-        _check_labels(codes, labels, multi_hot=True)
+        check_codes(codes, self.dim)
+        check_labels(codes, labels, multi_hot=True)
         z = codes.float() if codes.dtype in (torch.float16, torch.bfloat16) else codes
         h = torch.tanh(self.beta().to(z.dtype) * z)
         if self.training:
