@@ -193,6 +193,6 @@ def test_trains_through_the_engine_and_resumes_exactly(tmp_path):
     # the finished run loads (buffers sized from the file) and retrieves far above chance
     result = evaluate_run(TrainedRun(tmp_path / "straight"), "retrieval", progress=False)
     assert result["metrics"]["binary"]["mAP@all"] > 0.4
-    # the learned database codes agree with the network's codes of the same images
+    # model.pt reloads the training-set-sized buffers (V) at their stored size
     run = TrainedRun(tmp_path / "straight")
     assert run.loss_fn.V.shape == V0.shape
