@@ -97,6 +97,7 @@ def test_info_health_home_and_metrics(client, db):
     assert info["count"] == len(db) and info["classes"] == [str(i) for i in range(10)]
     assert info["image_shape"] == [1, 8, 8] and "multihash" in info["kinds"]
     assert info["cross_modal"] is False and info["write_requires_key"] is False
+    assert info["modality"] == "image" and info["vocabulary_size"] is None
     assert client.get("/health/live").json() == {"status": "ok"}
     assert client.get("/health/ready").json() == {"status": "ready", "model": True,
                                                   "index": True, "count": len(db)}
@@ -241,6 +242,7 @@ BAD_REQUESTS = [
     ("post", "/v1/search", {"json": {"k": 3}}, 422, "invalid_query"),
     ("post", "/v1/search", {"json": {"id": 1, "colour": "red"}}, 422, "invalid_request"),
     ("post", "/v1/search", {"json": {"text": "a red shoe"}}, 400, "not_cross_modal"),
+    ("post", "/v1/encode", {"json": {"texts": ["a red shoe"]}}, 400, "not_cross_modal"),
     ("post", "/v1/search", {"json": {"id": 1, "filters": {"near": {"lat": 200, "lon": 0,
                                                                    "km": 1}}}}, 422,
      "bad_filters"),

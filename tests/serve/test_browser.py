@@ -7,11 +7,13 @@ chromium chromium-driver``). A screenshot of the page is saved to ``tmp_path`` a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hashlab.cli import app as cli
-from tests.conftest import tiny_config
+from tests.conftest import needs_fmnist, tiny_config
 
 K = 6
 TIMEOUT = 60  # seconds: generous, the CI machine is a slow 2-core one
@@ -55,17 +57,16 @@ def run_dir(tmp_path_factory) -> Path:
     return tmp / "runs" / "tiny"
 
 
-@pytest.fixture(scope="module")
-def base_url(run_dir):
+@contextlib.contextmanager
+def serving(web) -> Iterator[str]:
+    """Run the app ``web`` with uvicorn on a free local port; yields its base URL."""
     import uvicorn
-
-    from hashlab.serve.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # a free port, held until the server takes it
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(web, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + TIMEOUT
@@ -79,6 +80,14 @@ def base_url(run_dir):
         server.should_exit = True
         thread.join(timeout=TIMEOUT)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(run_dir):
+    from hashlab.serve.app import create_app
+
+    with serving(create_app(run_dir)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -258,3 +267,71 @@ def test_search_page_in_a_browser(run_dir, base_url, driver, tmp_path):
     assert not find(By.ID, "error").is_displayed()
     assert len(results()) == K
     assert np.isfinite([float(d) for _, _, d in results()]).all()
+
+
+@needs_fmnist
+def test_text_queries_and_text_results_on_a_cross_modal_run(driver, tmp_path):
+    """A cross-modal run's text index: a typed query and an uploaded image both list texts,
+    and clicking a text searches from it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from hashlab.crossmodal.trainer import CrossModalRun
+    from hashlab.serve.app import create_app
+    from tests.serve.test_crossmodal_serve import text_index, train_captions_run
+
+    run = train_captions_run(tmp_path)
+    train = CrossModalRun(run).load_split("train")
+    classes = set(train.images.classes)
+    query = tmp_path / "query.png"
+    Image.fromarray(train.images.images[0]).save(query)
+    wait = WebDriverWait(driver, TIMEOUT)
+    find = driver.find_element
+
+    def search_done(after: int) -> None:
+        wait.until(lambda d: int(find(By.ID, "results").get_attribute("data-search-count"))
+                   > after and find(By.ID, "status").get_attribute("data-state") == "done")
+
+    def text_hits() -> list[tuple[int, str, str]]:
+        rows = driver.find_elements(By.CSS_SELECTOR, "#results .result")
+        assert all("text-result" in r.get_attribute("class") for r in rows)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#results img")
+        return [(int(r.get_attribute("data-id")), r.get_attribute("data-text"),
+                 r.find_element(By.CSS_SELECTOR, ".label").text) for r in rows]
+
+    with serving(create_app(run, text_index(run, tmp_path / "texts"))) as url:
+        driver.get(url + "/")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+                   in ("true", "error"))
+        assert find(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+        assert "texts" in find(By.ID, "info").text and "cross-modal" in find(By.ID, "info").text
+        assert find(By.ID, "text-form").is_displayed()
+
+        box = find(By.ID, "text-input")
+        box.send_keys("ankle boot")
+        find(By.ID, "text-search").click()
+        search_done(0)
+        hits = text_hits()
+        assert len(hits) == 10  # the page's default k
+        for i, text, label in hits:  # each hit is the stored sentence of that item
+            assert text == train.sentences[i] and label in classes
+        assert find(By.ID, "drop-zone").get_attribute("data-query") == '{"text":"ankle boot"}'
+        assert "ankle boot" in find(By.ID, "query-caption").text
+        _save_screenshot(driver, tmp_path / "serve-crossmodal.png")
+
+        # unknown words: the API's error inline, the results kept
+        box.clear()
+        box.send_keys("zzyzx")
+        find(By.ID, "text-search").click()
+        wait.until(lambda d: "vocabulary" in find(By.ID, "error").text)
+        assert len(text_hits()) == 10
+
+        # an image finds texts; clicking a text searches from it
+        find(By.ID, "file-input").send_keys(str(query))
+        search_done(1)  # the failed search was not counted
+        first = text_hits()[0]
+        find(By.CSS_SELECTOR, f'#results .result[data-id="{first[0]}"] button').click()
+        search_done(2)
+        assert find(By.ID, "drop-zone").get_attribute("data-query") == f'{{"id":{first[0]}}}'
+        assert first[1] in find(By.ID, "query-caption").text
+        assert text_hits()[0][0] == first[0]  # the text itself is at distance 0 — or tied

@@ -19,7 +19,8 @@ from hashlab.data.paired import PairedData
 from hashlab.data.text import bag_of_words, tokenize
 from hashlab.errors import HashlabError
 
-__all__ = ["describe_item", "search_crossmodal", "write_contact_sheet"]
+__all__ = ["describe_item", "encode_text_queries", "item_text", "search_crossmodal",
+           "write_contact_sheet"]
 
 
 def describe_item(data: PairedData, i: int, modality: str) -> str:
@@ -30,6 +31,33 @@ def describe_item(data: PairedData, i: int, modality: str) -> str:
     if data.classes is not None and data.images.classes:
         return str(data.images.classes[int(data.classes[i])])
     return ", ".join(n for n, on in zip(data.label_names, data.labels[i], strict=True) if on)
+
+
+def item_text(data: PairedData, i: int) -> str:
+    """The text of item ``i``: its sentence where the dataset has them, else the words of its
+    bag of words (e.g. MIRFLICKR-25K's tags)."""
+    if data.sentences is not None:
+        return data.sentences[i]
+    return " ".join(data.vocabulary[j] for j in np.flatnonzero(data.texts[i]))
+
+
+def encode_text_queries(run: CrossModalRun, texts: list[str], what: str = "--text"
+                        ) -> tuple[np.ndarray, list[str]]:
+    """Packed bits of text queries (bags of words over the run's vocabulary), and warnings
+    naming the words that are not in it. :class:`HashlabError` for a text none of whose words
+    is known (its code would say nothing about it)."""
+    known = set(run.vocabulary)
+    warnings = []
+    for t in texts:
+        words = tokenize(t)
+        unknown = [w for w in words if w not in known]
+        if len(unknown) == len(words):
+            raise HashlabError(f"{what} {t!r}: none of its words is in the run's vocabulary "
+                               f"({len(known)} words, e.g. {', '.join(run.vocabulary[:8])})")
+        if unknown:
+            warnings.append(f"{what} {t!r}: words not in the vocabulary, ignored: "
+                            f"{', '.join(unknown)}")
+    return run.encode_texts(bag_of_words(texts, run.vocabulary)), warnings
 
 
 def write_contact_sheet(data: PairedData, ids: np.ndarray, path: Path, title: str) -> Path:
@@ -97,17 +125,8 @@ def search_crossmodal(index_dir: Path, source: dict[str, Any], *, texts: list[st
     data = run.load_split(source["split"])
     warnings: list[str] = []
     if texts:
-        known = set(run.vocabulary)
-        for t in texts:
-            unknown = [w for w in tokenize(t) if w not in known]
-            if unknown and len(unknown) == len(tokenize(t)):
-                raise HashlabError(f"--text {t!r}: none of its words is in the run's "
-                                   f"vocabulary ({len(known)} words, e.g. "
-                                   f"{', '.join(run.vocabulary[:8])})")
-            if unknown:
-                warnings.append(f"--text {t!r}: words not in the vocabulary, ignored: "
-                                f"{', '.join(unknown)}")
-        queries, names = run.encode_texts(bag_of_words(texts, run.vocabulary)), list(texts)
+        queries, warnings = encode_text_queries(run, texts)
+        names = list(texts)
     else:
         queries, names = _image_queries(run, data, images), [str(p) for p in images]
     res = run_query(index, queries, k=None if radius is not None else k, radius=radius,

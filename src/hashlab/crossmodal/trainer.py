@@ -39,7 +39,6 @@ from hashlab.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
-    remove_stale_temp_files,
 )
 from hashlab.train.engine import (
     CHECKPOINT,
@@ -48,9 +47,9 @@ from hashlab.train.engine import (
     FINAL_MODEL,
     METRICS_FILE,
     build_optimizer,
-    check_resume_config,
     check_run_dir,
     plot_training_curve,
+    prepare_run_dir,
     resolve_device,
     seed_everything,
 )
@@ -200,25 +199,17 @@ class CrossModalTrainer:
         return "run the command again"
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        check_run_dir(self.run_dir)
-        ckpt = self.run_dir / CHECKPOINT
-        if resume:
-            if not ckpt.exists():
-                raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
+        def load(ckpt: Path) -> dict[str, Any]:
             state = load_torch_file(ckpt, map_location=self.device, what="checkpoint")[0]
-            hint = "; restore the file, or train the run again from scratch"
             check_fields(state, _CHECKPOINT_FIELDS, ckpt, "cross-modal training checkpoint",
-                         CheckpointError, hint)
-            check_resume_config(state["config"], self.config, self.run_dir)
-            try:
-                self.load_state_dict(state)
-            except (KeyError, IndexError, AttributeError, ValueError, RuntimeError) as exc:
-                raise CheckpointError(f"cannot resume from {ckpt}: it does not match this "
-                                      f"config and data ({summary(exc)})") from exc
-        elif ckpt.exists() or (self.run_dir / FINAL_MODEL).exists():
-            raise CheckpointError(f"{self.run_dir} already holds a run; resume it, or choose "
-                                  "another name / remove the directory")
-        remove_stale_temp_files(self.run_dir)
+                         CheckpointError, "; restore the file, or train the run again from "
+                                          "scratch")
+            return state  # type: ignore[no-any-return]
+
+        prepare_run_dir(self.run_dir, resume, self.config, load=load,
+                        restore=self.load_state_dict,
+                        restore_errors=(KeyError, IndexError, AttributeError, ValueError,
+                                        RuntimeError))
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:

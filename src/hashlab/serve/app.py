@@ -174,6 +174,27 @@ class Service:
         return [(floats, bits, img) for (floats, bits), (img, _) in
                 zip(outs, decoded, strict=True)]
 
+    async def encode_texts(self, texts: Any) -> dict[str, Any]:
+        """``POST /v1/encode`` with ``{"texts": [...]}``: the codes of texts (cross-modal)."""
+        if not self.state.cross_modal:
+            raise ApiError(400, "not_cross_modal", "this run is not cross-modal: it encodes "
+                                                   "images only")
+        if not isinstance(texts, list) or not texts or \
+                not all(isinstance(t, str) for t in texts):
+            raise ApiError(422, "invalid_request", "texts: expected a non-empty list of strings")
+        if len(texts) > self.limits.max_images:
+            raise ApiError(413, "too_many_texts", f"at most {self.limits.max_images} texts per "
+                                                  "request")
+        codes, warnings = [], []
+        for t in texts:
+            try:
+                bits, w = await run_in_threadpool(self.state.text_code, t)
+            except ValueError as exc:
+                raise ApiError(400, "bad_text", str(exc)) from None
+            codes.append({"float": None, **_bits_fields(bits)})
+            warnings += w
+        return {"nbits": self.state.code_size, "codes": codes, "warnings": warnings}
+
     # -- search ------------------------------------------------------------------------------
 
     def _k_radius(self, body: SearchBody) -> tuple[int | None, int | None]:
@@ -223,7 +244,7 @@ class Service:
         if len(given) != 1:
             raise ApiError(422, "invalid_query", "give exactly one query: image_b64, code_hex, "
                            f"code_b64, vector, id or text (got {', '.join(given) or 'none'})")
-        if body.text is not None:
+        if body.text is not None and not self.state.cross_modal:
             raise ApiError(400, "not_cross_modal", "this run is not cross-modal: it encodes "
                            "images only; query with an image, a code, a vector or an id")
         k, radius = self._k_radius(body)
@@ -240,12 +261,20 @@ class Service:
             if not math.isfinite(lam) or lam < 0:
                 raise ApiError(422, "bad_rerank", f"rerank.lambda must be a finite number >= 0, "
                                                   f"got {lam}")
-        q = await self._query_code(body, image)
+        text_warnings: list[str] = []
+        if body.text is not None:
+            try:
+                q, text_warnings = await run_in_threadpool(self.state.text_code, body.text)
+            except ValueError as exc:
+                raise ApiError(400, "bad_text", str(exc)) from None
+        else:
+            q = await self._query_code(body, image)
         try:
             out = await run_in_threadpool(self.state.search, q, k=k, radius=radius,
                                           exact=body.exact, flt=flt, rerank=lam)
         except ValueError as exc:
             raise ApiError(400, "bad_search", str(exc)) from None
+        out["warnings"] = text_warnings + out["warnings"]
         metric = "hamming" if self.state.binary else \
             self.state.snap.index.params.get("metric", "cosine")
         return {"results": out["results"], "exact": out["exact"], "warnings": out["warnings"],
@@ -417,7 +446,9 @@ def create_app(run_dir: str | Path, index_dir: str | Path | None = None, *,
                 "count": len(index), "classes": state.classes,
                 "image_shape": list(state.image_shape),
                 "kinds": (BINARY_KINDS if state.binary else FLOAT_KINDS).names(),
-                "cross_modal": False, "write_requires_key": api_key is not None,
+                "cross_modal": state.cross_modal, "modality": state.modality,
+                "vocabulary_size": getattr(state.run, "vocabulary_size", None),
+                "write_requires_key": api_key is not None,
                 "split": state.split, "persistent": state.index_dir is not None,
                 "synthetic_metadata": state.synthetic is not None,
                 "limits": {"max_k": limits.max_k, "max_upload_bytes": limits.max_upload_bytes,
@@ -433,10 +464,14 @@ def create_app(run_dir: str | Path, index_dir: str | Path | None = None, *,
                      for i, u in enumerate(uploads)]
         else:
             body = await _read_json(request)
+            if isinstance(body, dict) and set(body) == {"texts"}:
+                return await svc.encode_texts(body["texts"])
             if not isinstance(body, dict) or set(body) != {"images_b64"} \
                     or not isinstance(body["images_b64"], list):
                 raise ApiError(422, "invalid_request", "expected {\"images_b64\": [base64 "
-                                                       "strings]} or a multipart field images")
+                                                       "strings]}, {\"texts\": [strings]} "
+                                                       "(cross-modal runs) or a multipart "
+                                                       "field images")
             if len(body["images_b64"]) > limits.max_images:
                 raise ApiError(413, "too_many_images", f"at most {limits.max_images} images "
                                                        "per request")

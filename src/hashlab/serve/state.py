@@ -130,34 +130,44 @@ class Snapshot:
 
 class ServeState:
     """A finished run, its index (``index_dir``, or an in-memory flat index of the run's
-    ``train`` split) and the items' data. See the module docstring."""
+    ``train`` split) and the items' data. See the module docstring. A cross-modal run is served
+    through :class:`~hashlab.serve.runs.CrossModalServed` (``cross_modal``: text queries, items
+    with texts and labels)."""
 
     def __init__(self, run_dir: str | Path, index_dir: str | Path | None = None, *,
                  limits: ServeLimits | None = None, synthetic: bool = True,
                  seed: int = 0) -> None:
-        from hashlab.encode import TrainedRun
+        from hashlab.serve.runs import open_served_run
 
         self.limits = limits or ServeLimits()
-        self.run = TrainedRun(run_dir)
-        model = self.run.model
         self.index_dir = None if index_dir is None else Path(index_dir)
         self.source: dict[str, Any] | None = None
-        if self.index_dir is None:
+        if self.index_dir is not None:
+            self.source = read_index_source(self.index_dir)
+        self.run = open_served_run(run_dir, None if self.source is None
+                                   else self.source.get("modality"))
+        #: a cross-modal run: text queries, and items with texts and labels
+        self.cross_modal = bool(getattr(self.run, "cross_modal", False))
+        #: what the served codes are of (``image``, or ``text`` for a text index)
+        self.modality = getattr(self.run, "modality", "image")
+        model = self.run.model
+        if self.source is None:
             self.split, self.code = "train", "binary" if model.binary else "float"
         else:
-            self.source = read_index_source(self.index_dir)
             if self.source["model_sha256"] != self.run.model_sha256:
                 raise IndexFileError(
                     f"index {self.index_dir} was built from another model.pt than "
                     f"{self.run.run_dir}'s current one: rebuild it with `hashlab index "
-                    f"{self.run.run_dir} --split {self.source['split']} ...`")
+                    f"{self.run.run_dir} --split {self.source['split']}"
+                    + (f" --modality {self.modality}" if self.cross_modal else "") + " ...`")
             self.split, self.code = self.source["split"], self.source["code"]
         self.binary = self.code == "binary"
         if self.binary and not model.binary:
             raise HashlabError("the index holds binary codes but this run has an embedding head")
         self.code_size = model.dim
         self.meta = self.run.meta
-        names = list(self.meta.get("classes") or [])
+        names = self.run.class_names(self.split) if self.cross_modal else \
+            list(self.meta.get("classes") or [])
         self.classes = names or [str(i) for i in range(int(self.meta["num_classes"]))]
         self.image_shape = tuple(int(s) for s in self.meta["image_shape"])
         self.dataset = self.run.load_split(self.split)
@@ -280,18 +290,36 @@ class ServeState:
         return int(self.base_labels[item_id])
 
     def has_image(self, snap: Snapshot, item_id: int) -> bool:
-        return snap.added[item_id].image_png is not None if item_id in snap.added else True
+        if item_id in snap.added:
+            return snap.added[item_id].image_png is not None
+        return self.modality == "image"  # the items of a text index are texts
+
+    def text_code(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """The code of a text query (cross-modal runs) and its warnings; ValueError when the
+        run has no text encoder or knows none of the words."""
+        if not self.cross_modal:
+            raise ValueError("this run is not cross-modal: it encodes images only; query "
+                             "with an image, a code, a vector or an id")
+        try:
+            return self.run.text_code(text)  # type: ignore[no-any-return]
+        except HashlabError as exc:
+            raise ValueError(str(exc)) from None
 
     def item(self, snap: Snapshot, item_id: int) -> dict[str, Any]:
         """The public description of an item (404 when unknown)."""
         if item_id not in snap:
             raise UnknownItemError(f"no item with id {item_id}")
         label = self.label(snap, item_id)
-        return {"id": item_id, "label": label,
-                "class_name": None if label is None else self.classes[label],
-                "metadata": snap.item_metadata(item_id),
-                "image_url": f"/v1/items/{item_id}/image" if self.has_image(snap, item_id)
-                else None}
+        out = {"id": item_id, "label": label,
+               "class_name": None if label is None else self.classes[label],
+               "metadata": snap.item_metadata(item_id),
+               "image_url": f"/v1/items/{item_id}/image" if self.has_image(snap, item_id)
+               else None}
+        if self.cross_modal:
+            base = item_id not in snap.added
+            out["text"] = self.run.item_text(self.split, item_id) if base else None
+            out["labels"] = self.run.item_labels(self.split, item_id) if base else None
+        return out
 
     def image_png(self, item_id: int) -> bytes:
         snap = self.snap
@@ -302,6 +330,8 @@ class ServeState:
             if png is None:
                 raise UnknownItemError(f"item {item_id} was added without an image")
             return png
+        if not self.has_image(snap, item_id):
+            raise UnknownItemError(f"item {item_id} is a text (this index holds text codes)")
         return self._base_png(item_id)
 
     def _render_base(self, item_id: int) -> bytes:
@@ -329,9 +359,12 @@ class ServeState:
         for s, c, i in zip(res.scores.tolist(), res.combined.tolist(), res.ids.tolist(),
                            strict=True):
             entry = self.item(snap, i)
-            results.append({"id": i, "distance": s, "score": c, "label": entry["label"],
-                            "class_name": entry["class_name"], "metadata": entry["metadata"],
-                            "thumbnail_url": entry["image_url"]})
+            hit = {"id": i, "distance": s, "score": c, "label": entry["label"],
+                   "class_name": entry["class_name"], "metadata": entry["metadata"],
+                   "thumbnail_url": entry["image_url"]}
+            if self.cross_modal:
+                hit.update(text=entry["text"], labels=entry["labels"])
+            results.append(hit)
         q_res = res.result
         return {"results": results, "exact": q_res.exact, "warnings": list(q_res.warnings),
                 "method": q_res.method, "selected": res.selected}

@@ -162,6 +162,39 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_p
                                                pct_start=s.warmup_fraction)
 
 
+
+def prepare_run_dir(run_dir: Path, resume: bool, config: Any, *,
+                    load: Callable[[Path], dict[str, Any]],
+                    restore: Callable[[dict[str, Any]], Any],
+                    restore_errors: tuple[type[BaseException], ...]) -> None:
+    """Ready ``run_dir`` for a trainer: a new run must not overwrite a run there; a resumed one
+    reads its checkpoint with ``load`` (which checks the file's fields), checks the saved config
+    against ``config`` (:func:`check_resume_config`) and hands the state to ``restore``, whose
+    ``restore_errors`` become a :class:`CheckpointError` naming the file. Then removes the
+    temporary files a killed run left. Shared by every trainer."""
+    check_run_dir(run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if resume:
+        if not ckpt.exists():
+            raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {run_dir}")
+        state = load(ckpt)
+        check_resume_config(state.get("config"), config, run_dir)
+        try:
+            restore(state)
+        except restore_errors as exc:
+            raise CheckpointError(
+                f"cannot resume from {ckpt}: the checkpoint does not match this config/model "
+                f"({summary(exc)}); it was written by another version of hashlab or for "
+                f"another model: train under another name (--name) or remove "
+                f"{run_dir}") from exc
+    elif ckpt.exists() or (run_dir / FINAL_MODEL).exists():
+        raise CheckpointError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose "
+            "another name (name=... or --name) / remove the directory")
+    # a run killed while writing left its temporary files: they are of no use any more
+    remove_stale_temp_files(run_dir)
+
+
 class Trainer:
     """Trains ``config`` into ``run_dir``.
 
@@ -318,28 +351,14 @@ class Trainer:
         self.best = state.get("best")
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        check_run_dir(self.run_dir)
-        ckpt = self.run_dir / CHECKPOINT
-        if resume:
-            if not ckpt.exists():
-                raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
+        def load(ckpt: Path) -> dict[str, Any]:
             state = load_checkpoint(ckpt, map_location=self.device)
             check_checkpoint_state(state, ckpt)
-            check_resume_config(state.get("config"), self.config, self.run_dir)
-            try:
-                self.load_state_dict(state)
-            except (KeyError, IndexError, AttributeError, *_BUILD_ERRORS) as exc:
-                raise CheckpointError(
-                    f"cannot resume from {ckpt}: the checkpoint does not match this config/model "
-                    f"({summary(exc)}); it was written by another version of hashlab or for "
-                    f"another model: train under another name (--name) or remove "
-                    f"{self.run_dir}") from exc
-        elif ckpt.exists() or (self.run_dir / FINAL_MODEL).exists():
-            raise CheckpointError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
-                "another name (name=... or --name) / remove the directory")
-        # a run killed while writing left its temporary files: they are of no use any more
-        remove_stale_temp_files(self.run_dir)
+            return state
+
+        prepare_run_dir(self.run_dir, resume, self.config, load=load,
+                        restore=self.load_state_dict,
+                        restore_errors=(KeyError, IndexError, AttributeError, *_BUILD_ERRORS))
         atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), then=self._then())
 
     def _then(self) -> str:

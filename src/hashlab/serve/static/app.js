@@ -68,14 +68,20 @@
     const code = info.binary ? info.nbits + "-bit binary codes, Hamming distance"
                              : info.dim + "-d float codes, cosine similarity";
     const shape = (info.image_shape || []).join("×");
+    const items = info.modality === "text" ? " texts" : " images " + shape;
     el.info.textContent = info.run + " · " + code + " · index " + info.index_kind + " · " +
-      info.count + " images " + shape + " · " + (info.classes || []).length + " classes";
+      info.count + items + " · " + (info.classes || []).length + " classes" +
+      (info.cross_modal ? " · cross-modal: query by image or text" : "");
     el.radiusRow.hidden = !info.binary;
     if (info.binary && info.exact_radius !== null && info.exact_radius !== undefined) {
       el.radius.title = "this index is exact up to radius " + info.exact_radius;
     }
     if (!info.binary) el.modeK.checked = true;
     el.textForm.hidden = !info.cross_modal;
+    if (info.cross_modal) {
+      document.querySelector("h1 .sub").textContent = "image and text search";
+      el.status.textContent = "Pick an image or type a text to search.";
+    }
     document.body.dataset.ready = "true";
   }
 
@@ -215,14 +221,29 @@
       const name = hit.class_name !== null && hit.class_name !== undefined
         ? hit.class_name : (hit.label !== null && hit.label !== undefined ? String(hit.label) : "?");
       button.setAttribute("aria-label", "item " + hit.id + ", " + name + ", distance " +
-        formatDistance(hit.distance, metric) + ": search from this image");
-      const img = document.createElement("img");
-      img.src = hit.thumbnail_url || ("/v1/items/" + hit.id + "/image");
-      img.alt = "";
-      img.loading = "lazy";
-      button.appendChild(img);
+        formatDistance(hit.distance, metric) + ": search from this " +
+        (!hit.thumbnail_url && typeof hit.text === "string" ? "text" : "image"));
+      // an image hit shows its thumbnail; a text hit (a cross-modal run's text index) its text
+      const isText = !hit.thumbnail_url && typeof hit.text === "string";
+      let img = null;
+      if (isText) {
+        li.classList.add("text-result");
+        li.dataset.text = hit.text;
+        const quote = document.createElement("span");
+        quote.className = "text";
+        quote.textContent = hit.text;
+        button.appendChild(quote);
+      } else {
+        img = document.createElement("img");
+        img.src = hit.thumbnail_url || ("/v1/items/" + hit.id + "/image");
+        img.alt = "";
+        img.loading = "lazy";
+        button.appendChild(img);
+      }
       button.addEventListener("click", () => {
-        search({ body: { id: hit.id }, image: img.src, caption: "item " + hit.id + " (" + name + ")" });
+        search({ body: { id: hit.id }, image: img ? img.src : null,
+                 caption: "item " + hit.id + " (" + name + ")" +
+                          (isText ? ": “" + hit.text + "”" : "") });
       });
       li.appendChild(button);
 
