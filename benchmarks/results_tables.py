@@ -299,6 +299,33 @@ def crossmodal(d: dict[str, Any], name: str, load: Load) -> str:
     return "\n".join(text)
 
 
+def finegrained(d: dict[str, Any], name: str, load: Load) -> str:
+    """mAP@all per fine-grained protocol, method and code length (mean ± std over seeds)."""
+    seeds, bits = d["seeds"], [str(b) for b in d["bits"]]
+    what = "; ".join(d.get("quick_overrides", [])) or "10 epochs on all training images"
+    text = [source(name, d), "",
+            f"{d['mode']} mode ({what}); every method trains on the protocol's classes only "
+            f"(`data.classes`); mAP@all, 1,000 test queries against the classes' training "
+            f"images; mean ± std over seeds {', '.join(map(str, seeds))} (n = seeds done). "
+            f"Chance: 0.25 (upper), 0.33 (shoes)."]
+    for protocol, by_method in d["table"].items():
+        rows = [[m, *(seed_cell(row.get(b), len(seeds)) for b in bits)]
+                for m, row in by_method.items()]
+        text += ["", md_table([f"`{protocol}`", *(f"{b} bits" for b in bits)], rows)]
+    if d.get("complete") is False:
+        text += ["", partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text)
+
+
+def _finegrained_lines(d: dict[str, Any]) -> Any:
+    lines = {f"{m} ({protocol.rsplit('-', 1)[-1]})": sorted(
+        (int(b), float(np.mean(v)), float(np.std(v))) for b, v in row.items() if v)
+        for protocol, by_method in d["table"].items() for m, row in by_method.items()}
+    partial = d.get("complete") is False
+    return {"lines": lines, "mode": d["mode"] + ", partial" * partial,
+            "title": "fmnist-fine-upper / fmnist-fine-shoes"} if lines else None
+
+
 def hashers_fmnist(d: dict[str, Any], name: str, load: Load) -> str:
     bits = [str(b) for b in d["bits"]]
     rows = [[CLASSICAL.get(h, h), *(fmt(row.get(b, {}).get("mAP@all")) for b in bits)]
@@ -473,7 +500,7 @@ def _draw_bits(data: Any, ax: Any) -> None:
     ax.set_xticks(bits, [str(b) for b in bits])
     ax.set_xlabel("code length (bits)")
     ax.set_ylabel("mAP@all")
-    ax.set_title(f"fmnist-retrieval, {data['mode']} mode" +
+    ax.set_title(f"{data.get('title', 'fmnist-retrieval')}, {data['mode']} mode" +
                  (" (mean ± std over seeds)" if data["mode"].startswith("full") else ""))
     ax.legend(fontsize=6, ncol=2, loc="lower right")
 
@@ -645,6 +672,14 @@ TABLES: dict[str, Table] = {
                               "python benchmarks/run_all.py --quick --only crossmodal"),
     "crossmodal-full": Table("crossmodal_full.json", crossmodal, (),
                              "python benchmarks/run_all.py --only crossmodal"),
+    "finegrained-quick": Table("finegrained_quick.json", finegrained, (Figure(
+        "finegrained-quick", "fine-grained hashing, quick mode: mAP@all against code length",
+        _finegrained_lines, _draw_bits, (6.4, 4.2)),),
+        "python benchmarks/run_all.py --quick --only finegrained"),
+    "finegrained-full": Table("finegrained_full.json", finegrained, (Figure(
+        "finegrained-full", "fine-grained hashing, full mode: mAP@all against code length",
+        _finegrained_lines, _draw_bits, (6.4, 4.2)),),
+        "python benchmarks/run_all.py --only finegrained"),
     "serve": Table("serve.json", serve, (Figure(
         "serve", "requests/s per request kind and concurrency", _serve_data, _draw_simple),)),
     "train-throughput": Table("train_throughput.json", train_throughput, (Figure(

@@ -109,6 +109,13 @@ BENCHMARKS: list[Benchmark] = [
               Plan((), ("crossmodal_full.json",), 150.0),
               "cross-modal hashing on fmnist-captions, AADAH vs DCMH, 16/32/64 bits, seeds "
               "0-2; quick: 2,000 training pairs, 5 epochs, 500 queries"),
+    Benchmark("finegrained", "finegrained.py",
+              Plan(("--quick", "--seeds", "0", "--bits", "12", "48"),
+                   ("finegrained_quick.json",), 15.0),
+              Plan((), ("finegrained_full.json",), 600.0),
+              "fine-grained hashing, ExchNet vs ADSH / OrthoHash / hash-ce on fmnist-fine-upper "
+              "and fmnist-fine-shoes; quick: 3 epochs on 6,000 images, 12 and 48 bits, seed 0; "
+              "full: 10 epochs, 12/24/32/48 bits, seeds 0-2"),
 ]
 
 

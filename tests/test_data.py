@@ -851,7 +851,8 @@ def test_image_folder_explicit_classes(folder: tuple[Path, dict[str, np.ndarray]
 
 
 def test_registry_names() -> None:
-    assert dataset_names() == ["digits", "fashion-mnist", "image-folder"]
+    assert dataset_names() == ["cub-200-2011", "digits", "fashion-mnist", "fgvc-aircraft",
+                               "food-101", "image-folder", "stanford-cars"]
     assert set(DATASETS) == set(dataset_names())
     with pytest.raises(ValueError, match="twice"):
         DATASETS.register("fmnist")(lambda split, **kw: None)

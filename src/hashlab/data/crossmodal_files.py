@@ -41,7 +41,7 @@ from types import TracebackType
 import numpy as np
 
 from hashlab.data.arrays import ArrayDataset, resize_images
-from hashlab.data.fashion_mnist import DATA_ENV, cache_root
+from hashlab.data.fashion_mnist import DATA_ENV, dataset_roots
 from hashlab.data.paired import SPLITS, PairedData
 from hashlab.data.registry import PAIRED_DATASETS
 from hashlab.errors import DataError
@@ -253,13 +253,7 @@ class _Files:
 def data_roots(spec: DCMHDataset, root: str | os.PathLike[str] | None = None) -> list[Path]:
     """The folders searched: ``root`` alone if given, else ``$HASHLAB_DATA/<key>``,
     ``$HASHLAB_DATA`` and ``$HASHLAB_CACHE/<key>``."""
-    if root is not None:
-        return [Path(root).expanduser()]
-    roots = []
-    env = os.environ.get(DATA_ENV)
-    if env:
-        roots += [Path(env).expanduser() / spec.key, Path(env).expanduser()]
-    return [*roots, cache_root() / spec.key]
+    return dataset_roots(spec.key, root)
 
 
 def _scan(base: Path, wanted: set[str]) -> dict[str, list[Path]]:

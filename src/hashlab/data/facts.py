@@ -7,7 +7,12 @@ training starts (e.g. to count positive labels). Two more hooks serve methods th
 per-image state (ADSH's database codes): a loss with ``takes_indices = True`` is called as
 ``loss(codes, labels, indices=...)`` with the batch's positions in the training set, and
 ``on_epoch_end(self, epoch)`` is called after each epoch, before the checkpoint is written
-(state kept in buffers is saved with it). See ``docs/contributing.md``.
+(state kept in buffers is saved with it). The model's head gets the same two calls
+(``on_train_data``, ``on_epoch_end``), and two more hooks: a head with ``takes_labels = True``
+is called as ``head(features, labels=...)`` in training, and a tensor it leaves in
+``head.aux_loss`` after a training forward is added to the loss (ExchNet's diversity terms). A
+head with ``takes_feature_map = True`` reads the backbone's ``feature_map(x)`` instead of its
+feature vector. See ``docs/contributing.md``.
 """
 
 from __future__ import annotations

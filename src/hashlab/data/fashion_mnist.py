@@ -93,6 +93,18 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hashlab"
 
 
+def dataset_roots(key: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders searched for a dataset's files: ``root`` alone if given, else
+    ``$HASHLAB_DATA/<key>``, ``$HASHLAB_DATA`` and ``$HASHLAB_CACHE/<key>``."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    roots = []
+    env = os.environ.get(DATA_ENV)
+    if env:
+        roots += [Path(env).expanduser() / key, Path(env).expanduser()]
+    return [*roots, cache_root() / key]
+
+
 def fashion_mnist_cache_dir() -> Path:
     """Where downloads go: ``cache_root() / "fashion-mnist"``."""
     return cache_root() / "fashion-mnist"

@@ -163,9 +163,47 @@ class ImageFolderDataset(Dataset):
                 f"{self.root}: no images found in any class folder "
                 f"(looked for {', '.join(self.extensions)})"
             )
+        self._finish(mean, std)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[tuple[str | os.PathLike[str], int]],
+        classes: Sequence[str],
+        root: str | os.PathLike[str],
+        image_size: int | tuple[int, int] | None = None,
+        mode: Literal["RGB", "L"] = "RGB",
+        mean: Norm = None,
+        std: Norm = None,
+    ) -> ImageFolderDataset:
+        """A dataset over an explicit list of (image path, label in ``0..len(classes)-1``)
+        pairs, for datasets whose split files list their images; ``root`` names the dataset
+        in messages. The files are not checked here."""
+        self = cls.__new__(cls)
+        self.root = Path(root).expanduser()
+        if mode not in ("RGB", "L"):
+            raise DataError(f"mode must be 'RGB' or 'L', got {mode!r}")
+        self.mode = mode
+        self.image_size = _image_size(image_size)
+        self.extensions = IMAGE_EXTENSIONS
+        self.classes = list(classes)
+        if len(set(self.classes)) != len(self.classes):
+            raise DataError(f"duplicate class names in {self.classes}")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = [(Path(p), int(label)) for p, label in samples]
+        if not self.samples:
+            raise DataError(f"{self.root}: no images listed")
+        bad = next((lab for _, lab in self.samples if not 0 <= lab < len(self.classes)), None)
+        if bad is not None:
+            raise DataError(f"{self.root}: label {bad} is outside 0..{len(self.classes) - 1}")
+        self._finish(mean, std)
+        return self
+
+    def _finish(self, mean: Norm, std: Norm) -> None:
+        """Labels, channels and normalisation, once ``samples`` and ``classes`` are set."""
         self.labels = np.array([label for _, label in self.samples], dtype=np.int64)
         self.num_classes = len(self.classes)
-        self.channels = 3 if mode == "RGB" else 1
+        self.channels = 3 if self.mode == "RGB" else 1
         self.mean, self.std = mean, std
         if (mean is None) != (std is None):
             self.mean = 0.0 if mean is None else mean

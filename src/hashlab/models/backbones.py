@@ -1,4 +1,8 @@
-"""Backbones: image tensor [B, C, H, W] → feature vector [B, feature_dim]."""
+"""Backbones: image tensor [B, C, H, W] → feature vector [B, feature_dim].
+
+Each also gives its last feature map, ``feature_map(x)`` → ``[B, feature_channels, h, w]``
+(before pooling), for heads that work on spatial features (``takes_feature_map``, e.g.
+ExchNet's attention parts)."""
 
 from __future__ import annotations
 
@@ -39,6 +43,11 @@ class SmallCNN(nn.Module):
             nn.Linear(2 * w * 49, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True)
         )
         self.feature_dim = feature_dim
+        self.feature_channels = 2 * w
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The 7×7 map of the second conv stage ``[B, 2·width, 7, 7]``."""
+        return self.features[:-1](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
@@ -71,11 +80,7 @@ class CifarResNet18(nn.Module):
 
     def __init__(self, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = self._stem(in_channels, width)
         layers: list[nn.Module] = []
         cin = width
         for i, blocks in enumerate((2, 2, 2, 2)):
@@ -85,7 +90,35 @@ class CifarResNet18(nn.Module):
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.feature_dim = cin
+        self.feature_dim = self.feature_channels = cin
+
+    @staticmethod
+    def _stem(in_channels: int, width: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map ``[B, 8·width, h/8, w/8]``."""
+        return self.layers(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.layers(self.stem(x)))
+        return self.pool(self.feature_map(x))
+
+
+@BACKBONES.register("resnet18")
+class ResNet18(CifarResNet18):
+    """ResNet-18 in the ImageNet layout (7×7 stride-2 stem and a 3×3 stride-2 max-pool), for
+    larger images (e.g. 224×224 → a 7×7 last map); 512-d features. Trained from scratch: no
+    weights are downloaded."""
+
+    @staticmethod
+    def _stem(in_channels: int, width: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )

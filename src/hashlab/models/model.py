@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashlab.errors import ConfigError
 from hashlab.index.codes import pack_bits
 from hashlab.models.registry import BACKBONES, HEADS
 from hashlab.registry import check_kwargs
@@ -33,8 +34,24 @@ class CodeModel(nn.Module):
     def binary(self) -> bool:
         return bool(self.head.binary)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+    @property
+    def takes_labels(self) -> bool:
+        """Whether training passes the batch's labels to the head (``head.takes_labels``)."""
+        return bool(getattr(self.head, "takes_labels", False))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the backbone's feature vector, or its last feature map for a
+        head with ``takes_feature_map``."""
+        if getattr(self.head, "takes_feature_map", False):
+            return self.backbone.feature_map(images)
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        features = self.features(images)
+        if labels is not None and self.takes_labels:
+            return self.head(features, labels=labels)
+        return self.head(features)
 
     @torch.no_grad()
     def encode_all(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -43,7 +60,7 @@ class CodeModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            features = self.backbone(images)
+            features = self.features(images)
             floats = self.head(features).float().cpu().numpy()
             bits = pack_bits(self.head.pre_activation(features) > 0) if self.binary else None
             return floats, bits
@@ -68,5 +85,11 @@ def build_model(config: ModelConfig, in_channels: int) -> CodeModel:
     backbone = factory(in_channels=in_channels, **config.backbone_args)
     head_factory = HEADS.get(config.head, key="model.head")
     check_kwargs(head_factory, config.head_args, "model.head_args")
-    head = head_factory(in_dim=backbone.feature_dim, dim=config.dim, **config.head_args)
+    in_dim = backbone.feature_dim
+    if getattr(head_factory, "takes_feature_map", False):
+        if not callable(getattr(backbone, "feature_map", None)):
+            raise ConfigError(f"model.head {config.head!r} works on feature maps, but backbone "
+                              f"{config.backbone!r} has no feature_map()")
+        in_dim = backbone.feature_channels
+    head = head_factory(in_dim=in_dim, dim=config.dim, **config.head_args)
     return CodeModel(backbone, head)

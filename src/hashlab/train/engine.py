@@ -245,9 +245,10 @@ class Trainer:
         self._check_model_runs()
         self.train_data = self._train_data()
         self.loss_fn = build_loss(config, self.train_data).to(self.device)
-        on_train_data = getattr(self.loss_fn, "on_train_data", None)
-        if callable(on_train_data):  # the documented hook (hashlab.data.facts)
-            on_train_data(self.train_data)
+        for part in self._hooked():
+            on_train_data = getattr(part, "on_train_data", None)
+            if callable(on_train_data):  # the documented hook (hashlab.data.facts)
+                on_train_data(self.train_data)
         self.augment = BatchAugment(d.augment)
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
@@ -392,6 +393,10 @@ class Trainer:
         self.save_final()
         return self.history
 
+    def _hooked(self) -> tuple[Any, ...]:
+        """The parts whose training hooks the trainer calls: the loss and the model's head."""
+        return (self.loss_fn, self.model.head)
+
     def _epoch_generator(self, epoch: int) -> torch.Generator:
         # One generator per epoch, derived from (seed, epoch): resuming at any epoch boundary
         # replays exactly the same shuffles and augmentations.
@@ -417,6 +422,7 @@ class Trainer:
         has_logits = hasattr(self.loss_fn, "logits")
         # the documented hooks of hashlab.data.facts: batch indices, end of epoch
         takes_indices = bool(getattr(self.loss_fn, "takes_indices", False))
+        takes_labels = self.model.takes_labels
         start = time.perf_counter()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
@@ -429,7 +435,7 @@ class Trainer:
             images, labels = images.to(self.device), labels.to(self.device)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            codes = self.model(images)
+            codes = self.model(images, labels=labels) if takes_labels else self.model(images)
             if self.diagram is not None:
                 self.diagram.record(codes, labels)
             if takes_indices:
@@ -437,6 +443,9 @@ class Trainer:
                                     indices=torch.as_tensor(batches[step]).to(self.device))
             else:
                 loss = self.loss_fn(codes, labels)
+            aux = getattr(self.model.head, "aux_loss", None)
+            if aux is not None:  # terms the head computed in this forward (hashlab.data.facts)
+                loss = loss + aux
             if not torch.isfinite(loss):
                 lr = self.config.optim.lr
                 raise DivergedError(
@@ -460,9 +469,10 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, epoch, step)
         bar.close()
-        on_epoch_end = getattr(self.loss_fn, "on_epoch_end", None)
-        if callable(on_epoch_end):  # before the checkpoint, so that resuming stays exact
-            on_epoch_end(epoch)
+        for part in self._hooked():
+            on_epoch_end = getattr(part, "on_epoch_end", None)
+            if callable(on_epoch_end):  # before the checkpoint, so that resuming stays exact
+                on_epoch_end(epoch)
         seconds = time.perf_counter() - start
         stats = EpochStats(epoch=epoch + 1, loss=total_loss / seen,
                            accuracy=correct / seen if has_logits else None,
