@@ -307,7 +307,10 @@ def finegrained(d: dict[str, Any], name: str, load: Load) -> str:
             f"{d['mode']} mode ({what}); every method trains on the protocol's classes only "
             f"(`data.classes`); mAP@all, 1,000 test queries against the classes' training "
             f"images; mean ± std over seeds {', '.join(map(str, seeds))} (n = seeds done). "
-            f"Chance: 0.25 (upper), 0.33 (shoes)."]
+            f"Chance: 0.25 (upper), 0.33 (shoes)."
+            + (f" Training time summed over the {d['runs_done']} runs: "
+               f"{d['training_minutes']:.0f} min (evaluation not included)."
+               if "training_minutes" in d else "")]
     for protocol, by_method in d["table"].items():
         rows = [[m, *(seed_cell(row.get(b), len(seeds)) for b in bits)]
                 for m, row in by_method.items()]

@@ -41,3 +41,27 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
 needs_fmnist = pytest.mark.skipif(not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
                                   reason="Fashion-MNIST not installed (apt-get install "
                                          "dataset-fashion-mnist)")
+
+
+def assert_crash_resume_is_exact(cfg, straight_dir: Path, crashed_dir: Path,
+                                 crash_at: tuple[int, int]) -> None:
+    """Train ``cfg`` into ``crashed_dir``, crash at (epoch, step), resume, and check that its
+    last checkpoint's model and loss states equal those of the finished run in
+    ``straight_dir``, tensor for tensor."""
+    from hashlab.train.engine import CHECKPOINT, Trainer, load_checkpoint
+
+    class Crash(Exception):
+        pass
+
+    def crash(trainer, epoch, step):
+        if (epoch, step) == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(cfg, crashed_dir, progress=False, callbacks=[crash]).fit()
+    Trainer(cfg, crashed_dir, progress=False).fit(resume=True)
+    a = load_checkpoint(straight_dir / CHECKPOINT)
+    b = load_checkpoint(crashed_dir / CHECKPOINT)
+    for part in ("model", "loss"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)

@@ -16,8 +16,8 @@ from hashlab.encode import TrainedRun
 from hashlab.eval.protocols import evaluate_run
 from hashlab.losses import LOSSES
 from hashlab.losses.adsh import ADSHLoss, adsh_objective, dcc_update
-from hashlab.train.engine import CHECKPOINT, Trainer, load_checkpoint
-from tests.conftest import tiny_config
+from hashlab.train.engine import Trainer
+from tests.conftest import assert_crash_resume_is_exact, tiny_config
 
 TOL = 1e-10
 
@@ -169,27 +169,13 @@ def adsh_config(tmp_path, **train):
 
 
 def test_trains_through_the_engine_and_resumes_exactly(tmp_path):
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, epoch, step):
-        if (epoch, step) == (1, 3):
-            raise Crash
-
     cfg = adsh_config(tmp_path)
     straight = Trainer(cfg, tmp_path / "straight", progress=False)
     V0 = straight.loss_fn.V.clone()
     history = straight.fit()
     assert history[-1]["loss"] < history[0]["loss"]
     assert not torch.equal(straight.loss_fn.V, V0)  # the database codes were learned
-    with pytest.raises(Crash):
-        Trainer(cfg, tmp_path / "crashed", progress=False, callbacks=[crash]).fit()
-    Trainer(cfg, tmp_path / "crashed", progress=False).fit(resume=True)
-    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
-    b = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)
-    for part in ("model", "loss"):
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    assert_crash_resume_is_exact(cfg, tmp_path / "straight", tmp_path / "crashed", (1, 3))
     # the finished run loads (buffers sized from the file) and retrieves far above chance
     result = evaluate_run(TrainedRun(tmp_path / "straight"), "retrieval", progress=False)
     assert result["metrics"]["binary"]["mAP@all"] > 0.4

@@ -97,8 +97,9 @@ class ExchNetHead(nn.Module):
       part features are added to their class's running sums, and, once anchors exist (after the
       first epoch), each part is exchanged with its class anchor with probability
       ``exchange_prob``; ``on_epoch_end`` turns the sums into the anchors;
-    - the code: ``u = tanh(W [f̂_1; …; f̂_M; f_global] + b)``; bits = pre-activation > 0
-      (encoding never exchanges).
+    - the code: ``u = tanh(W BN([f̂_1; …; f̂_M; f_global]) + b)`` (the BatchNorm is our
+      addition: without it the shared recipe collapsed); bits = pre-activation > 0 (encoding
+      never exchanges).
 
     Args: ``parts`` M (≥ 2), ``local_dim`` C' (default: C), ``exchange_prob`` (0.5),
     ``spatial_weight`` λ, ``channel_weight`` γ, ``threshold`` t of ``L_cp`` (in [0, 1]).
@@ -126,6 +127,9 @@ class ExchNetHead(nn.Module):
         self.attention = nn.Conv2d(in_dim, parts, 1)
         self.local_refine = _conv_bn_relu(in_dim, local)
         self.global_refine = _conv_bn_relu(in_dim, local)
+        # the concatenated features are batch-normalised before the hash layer, as the plain
+        # hash head's features are (the backbone's fc ends in a BatchNorm)
+        self.norm = nn.BatchNorm1d((parts + 1) * local)
         self.hash = nn.Linear((parts + 1) * local, dim)
         # anchors [classes, M, C'] and whether each class has one; sized by on_train_data
         self.register_buffer("anchors", torch.zeros(0, parts, local))
@@ -190,7 +194,7 @@ class ExchNetHead(nn.Module):
         return maps, maps.mean((3, 4)), glob
 
     def _code(self, part_features: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
-        return self.hash(torch.cat([part_features.flatten(1), glob], dim=1))
+        return self.hash(self.norm(torch.cat([part_features.flatten(1), glob], dim=1)))
 
     def pre_activation(self, feature_map: torch.Tensor) -> torch.Tensor:
         _, f, glob = self.features(feature_map)
