@@ -198,3 +198,22 @@ def test_trains_through_the_engine_learns_and_resumes_exactly(tmp_path):
     assert torch.equal(run.model.head.anchors, straight.model.head.anchors)
     result = evaluate_run(run, "retrieval", progress=False)
     assert result["metrics"]["binary"]["mAP@all"] > 0.3  # chance: 0.1; 0.54 when written
+
+
+def test_on_the_imagenet_layout_resnet_for_larger_images():
+    """ExchNet reads the last map of ResNet-18 (ImageNet stem: 64×64 → 2×2) and trains on it."""
+    from hashlab.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", backbone_args={"width": 8},
+                                    head="exchnet", head_args={"parts": 2, "local_dim": 8},
+                                    dim=12), in_channels=3)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    assert model.backbone.feature_map(x).shape == (4, 64, 2, 2)
+    model.train()
+    u = model(x, labels=y)
+    assert u.shape == (4, 12) and model.head.aux_loss is not None
+    (u.sum() + model.head.aux_loss).backward()
+    assert model.head.attention.weight.grad is not None
+    floats, bits = model.encode_all(x)
+    assert floats.shape == (4, 12) and bits.shape == (4, 2)
