@@ -184,10 +184,28 @@ def train(
         from hashlab.train.engine import Trainer  # type: ignore[assignment]
 
         cfg = load_config(path, overrides)
+        if cfg.recipe.name is not None:
+            _train_recipe(cfg, run_dir, progress, resume)
+            return
     trainer = Trainer(cfg, run_dir, progress=progress)
     typer.echo(f"training {cfg.name} → {trainer.run_dir}")
     trainer.fit(resume=resume)
     typer.echo(f"done: {trainer.run_dir}")
+
+
+def _train_recipe(cfg: Any, run_dir: Path | None, progress: bool, resume: bool) -> None:
+    """``hashlab train`` of a config with ``recipe:``: every stage, then its summary table."""
+    from hashlab.train.recipes.registry import RECIPES
+
+    recipe = RECIPES.get(cfg.recipe.name)(cfg, run_dir, progress=progress, **cfg.recipe.args)
+    typer.echo(f"training {cfg.name} with recipe {cfg.recipe.name} → {recipe.run_dir}")
+    summary = recipe.run(resume=resume)
+    rows = summary["generations"]
+    typer.echo("generation  loss      test acc  ensemble acc  mAP@all")
+    for r in rows:
+        typer.echo(f"{r['generation']:>10}  {r['loss']:<8}  {r['test_accuracy']:8.4f}  "
+                   f"{r['ensemble_accuracy']:12.4f}  {r['mAP@all']:.4f}")
+    typer.echo(f"done: {recipe.run_dir}")
 
 
 @command()

@@ -202,6 +202,15 @@ class EvalConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """A multi-stage way of training around the engine (``hashlab.train.recipes``); ``name``
+    None: one plain training run."""
+
+    name: str | None = None  # a name in RECIPES (hashlab list recipes)
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     """Everything a training run needs. ``hashlab train CONFIG`` reads one of these."""
 
@@ -218,6 +227,7 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     def validate(self, path: str) -> None:
         """Load the plug-ins, then check every registered name (the key names the field)."""
@@ -247,6 +257,17 @@ class RunConfig:
                                                self.model.backbone_args, "model.backbone_args")
         self.model.head_args = coerce_args(HEADS.get(self.model.head), self.model.head_args,
                                            "model.head_args")
+        if self.recipe.name is not None:
+            from hashlab.train.recipes.registry import RECIPES
+
+            try:
+                factory = RECIPES.get(self.recipe.name)
+            except HashlabError as exc:
+                raise ConfigError(f"recipe.name: {exc}") from None
+            from hashlab.registry import check_kwargs
+
+            check_kwargs(factory, self.recipe.args, "recipe.args")
+            self.recipe.args = coerce_args(factory, self.recipe.args, "recipe.args")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

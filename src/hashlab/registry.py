@@ -79,7 +79,7 @@ _REGISTRY_MODULES = (
 #: arguments the framework passes itself; they are not a method's user-settable defaults
 FRAMEWORK_ARGS = frozenset({
     "self", "num_classes", "dim", "in_dim", "in_channels", "split", "root", "download", "data",
-    "run", "progress", "batch_size", "index",
+    "run", "progress", "batch_size", "index", "config", "run_dir", "callbacks",
 })
 
 _KEY = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

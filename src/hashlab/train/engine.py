@@ -78,6 +78,8 @@ class EpochStats:
 
 
 Callback = Callable[["Trainer", int, int], None]
+#: a recipe's training loss: (trainer, augmented images, codes, labels) -> scalar
+Objective = Callable[["Trainer", torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def build_loss(config: RunConfig, data: TrainData | None = None, *,
@@ -203,7 +205,11 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, *,
-                 progress: bool = True, callbacks: Sequence[Callback] = ()) -> None:
+                 progress: bool = True, callbacks: Sequence[Callback] = (),
+                 objective: Objective | None = None) -> None:
+        #: replaces ``loss_fn(codes, labels)`` in training when given (a recipe's loss, e.g.
+        #: distillation from a teacher): ``objective(trainer, images, codes, labels)``
+        self.objective = objective
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config.output_dir) / config.name
         check_run_dir(self.run_dir)  # before any work: never write into a user's own folder
@@ -438,7 +444,9 @@ class Trainer:
             codes = self.model(images, labels=labels) if takes_labels else self.model(images)
             if self.diagram is not None:
                 self.diagram.record(codes, labels)
-            if takes_indices:
+            if self.objective is not None:
+                loss = self.objective(self, images, codes, labels)
+            elif takes_indices:
                 loss = self.loss_fn(codes, labels,
                                     indices=torch.as_tensor(batches[step]).to(self.device))
             else:

@@ -2,7 +2,7 @@
 
 A recipe changes *how* a model is trained (generations, pseudo-labels, extra heads) around the
 generic engine; each is one module in :mod:`hashlab.train.recipes` that registers itself here.
-None is built yet.
+Built: ``ban`` (Born-Again Networks, :mod:`hashlab.train.recipes.ban`).
 """
 
 from __future__ import annotations
@@ -13,4 +13,5 @@ from hashlab.registry import Registry
 
 RECIPES: Registry[Any] = Registry(
     "recipe", packages=("hashlab.train.recipes",),
-    description="training recipes wrapped around the engine (none yet)")
+    description="training recipes wrapped around the engine: factory(config, run_dir, "
+                "progress=, callbacks=, **recipe.args), then run(resume) -> summary")
