@@ -164,7 +164,6 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_p
                                                pct_start=s.warmup_fraction)
 
 
-
 def prepare_run_dir(run_dir: Path, resume: bool, config: Any, *,
                     load: Callable[[Path], dict[str, Any]],
                     restore: Callable[[dict[str, Any]], Any],
