@@ -473,6 +473,130 @@ def _recorded(name: str, d: Mapping[str, Any]) -> str:
 # JSON holds nothing to draw (then neither the file nor the link is made)
 
 
+#: fmnist-ban's gen-2 variants, in table order (benchmarks/recipes.py's BAN_VARIANTS)
+BAN_VARIANT_NAMES = ("ban+l", "cwtm", "dkpp", "ban + code distillation")
+
+
+def ban_rows(ban: Mapping[str, Any]) -> list[tuple[str, list[float], list[float]]]:
+    """fmnist-ban's rows (model, test accuracies over seeds, mAP@all over seeds)."""
+    seeds = list(ban.values())
+    rows = []
+    for k in range(3):
+        rows.append((f"generation {k + 1}" + (" (teacher, CE)" if k == 0 else " (BAN)"),
+                     [s["generations"][k]["test_accuracy"] for s in seeds],
+                     [s["generations"][k]["mAP@all"] for s in seeds]))
+    for name in BAN_VARIANT_NAMES:
+        cells = [s["variants"][name] for s in seeds if name in s.get("variants", {})]
+        rows.append((f"generation 2, {name}", [c["test_accuracy"] for c in cells],
+                     [c["mAP@all"] for c in cells]))
+    for k in (2, 3):
+        rows.append((f"BANE, generations 1–{k}",
+                     [s["generations"][k - 1]["ensemble_accuracy"] for s in seeds], []))
+        rows.append((f"ensemble of {k} independently trained models",
+                     [s["independent"]["ensemble_accuracy"][str(k)] for s in seeds], []))
+    return rows
+
+
+def recipes(d: dict[str, Any], name: str, load: Load) -> str:
+    """fmnist-semi (test accuracy, mAP@all, steps per method) and fmnist-ban."""
+    seeds = d["seeds"]
+    n = len(seeds)
+    settings = ", ".join(f"{k} {v}" for k, v in d["semi_settings"].items())
+    text = [source(name, d), ""]
+    for labels, by_method in d["semi"].items():
+        text += [f"`fmnist-semi`, {int(labels):,} labels ({d['mode']} mode: Tri-net family "
+                 f"{settings}); mean ± std over seeds {', '.join(map(str, seeds))}, each "
+                 "seed its own label split. Steps: optimiser steps (the supervised baseline "
+                 "gets Tri-net's).", "",
+                 md_table(["method", "test accuracy", "mAP@all (64 bits)", "steps"],
+                          [[m, seed_cell(c["test_accuracy"], n), seed_cell(c["mAP@all"], n),
+                            f"{np.mean(c['steps']):.0f}"] for m, c in by_method.items()]), ""]
+    if d.get("ban"):
+        b = d["ban_settings"]
+        gates = [s["teacher_train_accuracy"] for s in d["ban"].values()]
+        text += [f"`fmnist-ban`: {b['labels_per_class'] * 10:,} labelled training images, "
+                 f"{b['epochs']} epochs; the teachers' final training accuracy "
+                 f"{seed_cell(gates, n)}.", "",
+                 md_table(["model", "test accuracy", "mAP@all (64 bits)"],
+                          [[m, seed_cell(a, n), seed_cell(v, n)]
+                           for m, a, v in ban_rows(d["ban"])]), ""]
+    if d.get("complete") is False:
+        text += [partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text).rstrip()
+
+
+def recipes_weak(d: dict[str, Any], name: str, load: Load) -> str:
+    """Complementary labels (main-task AP/F1), augmentation arms (accuracy, mAP), k-means
+    self-labels against the classical hashers (mAP@all per code length)."""
+    n = len(d["seeds"])
+    text = [source(name, d), ""]
+    if d.get("complementary"):
+        rows = [[f"{int(size):,}", arm, seed_cell(c["test_ap"], n), seed_cell(c["test_f1"], n),
+                 seed_cell(c["mAP@all"], n)]
+                for size, arms in d["complementary"].items() for arm, c in arms.items()]
+        text += [f"`fmnist-complementary` (Shirt vs the rest; {d['complementary_steps']} "
+                 "optimiser steps per run at every size; F1 at the threshold chosen on the "
+                 "validation part):", "",
+                 md_table(["labelled images", "training", "test AP (Shirt)", "test F1 (Shirt)",
+                           "mAP@all (10 classes)"], rows), ""]
+    if d.get("augment"):
+        rows = [[f"{int(labels):,}", arm, seed_cell(c["test_accuracy"], n),
+                 seed_cell(c["mAP@all"], n)]
+                for labels, arms in d["augment"].items() for arm, c in arms.items()]
+        text += [f"Augmentation on the low-label split (`fmnist/hash64`, "
+                 f"{d['augment_epochs']} epochs, batch 100):", "",
+                 md_table(["labels", "augmentation", "test accuracy", "mAP@all (64 bits)"],
+                          rows), ""]
+    if d.get("unsupervised") or d.get("classical"):
+        bits = sorted({int(b) for b in (d.get("unsupervised") or {})}
+                      | {int(b) for rows in (d.get("classical") or {}).values() for b in rows})
+        rows = [["k-means self-labels (no labels)",
+                 *(seed_cell(d["unsupervised"].get(str(b)), n) for b in bits)]]
+        rows += [[CLASSICAL.get(h, h), *(seed_cell(v.get(str(b)), n) for b in bits)]
+                 for h, v in (d.get("classical") or {}).items()]
+        text += ["Unsupervised hashing, fmnist-retrieval mAP@all (labels used only to score):",
+                 "", md_table(["method", *(f"{b} bits" for b in bits)], rows), ""]
+    if d.get("complete") is False:
+        text += [partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text).rstrip()
+
+
+def _trinet_rounds(d: dict[str, Any]) -> Any:
+    by_labels = d.get("trinet_rounds") or {}
+    if not by_labels:
+        return None
+    labels = "1000" if "1000" in by_labels else next(iter(by_labels))
+    runs = list(by_labels[labels].values())
+    stages = [s["stage"] for s in runs[0]][1:]
+    rows = []
+    for i, stage in enumerate(stages, 1):
+        cells = [r[i] for r in runs if len(r) > i]
+        counts = [c["pseudo_labels"] for c in cells if c["pseudo_labels"] is not None]
+        accs = [c["pseudo_accuracy"] for c in cells if c["pseudo_accuracy"] is not None]
+        rows.append((stage.replace("round-", ""), float(np.mean(counts)) if counts else 0.0,
+                     float(np.mean(accs)) if accs else None,
+                     any(c["fine_tune"] for c in cells)))
+    return {"rows": rows, "labels": int(labels), "seeds": len(runs), "mode": d["mode"]}
+
+
+def _draw_trinet_rounds(data: Any, ax: Any) -> None:
+    rows = data["rows"]
+    x = np.arange(len(rows))
+    ax.bar(x, [r[1] for r in rows], color=["#bbbbbb" if r[3] else "#4c72b0" for r in rows])
+    ax.set_xticks(x, [f"{r[0]}\n(fine-tune)" if r[3] else r[0] for r in rows])
+    ax.set_xlabel("Tri-net round")
+    ax.set_ylabel("pseudo-labels per head (after DES)", color="#4c72b0")
+    twin = ax.twinx()
+    pts = [(i, r[2]) for i, r in enumerate(rows) if r[2] is not None]
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        twin.plot(xs, ys, "o-", color="#c44e52")
+    twin.set_ylabel("their accuracy (hidden labels)", color="#c44e52")
+    twin.set_ylim(0.5, 1.0)
+    ax.set_title(f"Tri-net pseudo-labels per round, fmnist-semi {data['labels']:,} labels, "
+                 f"{data['mode']} mode (mean over {data['seeds']} seeds)", fontsize=9)
+
+
 @dataclass(frozen=True)
 class Figure:
     stem: str
@@ -683,6 +807,16 @@ TABLES: dict[str, Table] = {
         "finegrained-full", "fine-grained hashing, full mode: mAP@all against code length",
         _finegrained_lines, _draw_bits, (6.4, 4.2)),),
         "python benchmarks/run_all.py --only finegrained"),
+    "recipes-quick": Table("recipes_quick.json", recipes, (Figure(
+        "trinet-rounds-quick", "Tri-net pseudo-labels per round, quick mode", _trinet_rounds,
+        _draw_trinet_rounds, (6.4, 3.8)),), "python benchmarks/run_all.py --quick --only recipes"),
+    "recipes-full": Table("recipes_full.json", recipes, (Figure(
+        "trinet-rounds-full", "Tri-net pseudo-labels per round, full mode", _trinet_rounds,
+        _draw_trinet_rounds, (6.4, 3.8)),), "python benchmarks/run_all.py --only recipes"),
+    "recipes-weak-quick": Table("recipes_weak_quick.json", recipes_weak, (),
+                                "python benchmarks/run_all.py --quick --only recipes-weak"),
+    "recipes-weak-full": Table("recipes_weak_full.json", recipes_weak, (),
+                               "python benchmarks/run_all.py --only recipes-weak"),
     "serve": Table("serve.json", serve, (Figure(
         "serve", "requests/s per request kind and concurrency", _serve_data, _draw_simple),)),
     "train-throughput": Table("train_throughput.json", train_throughput, (Figure(

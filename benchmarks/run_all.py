@@ -115,6 +115,22 @@ BENCHMARKS: list[Benchmark] = [
               "fine-grained hashing, ExchNet vs ADSH / OrthoHash / hash-ce on fmnist-fine-upper "
               "and fmnist-fine-shoes, 12/24/32/48 bits, seeds 0-2 (96 runs); quick: 3 epochs on "
               "6,000 images of the classes; full: 10 epochs on all of them"),
+    Benchmark("recipes", "recipes.py",
+              Plan(("--quick",), ("recipes_quick.json",), 75.0),
+              Plan((), ("recipes_full.json",), 900.0),
+              "training recipes: Tri-net (+ ablations), pseudo-labelling, FeatMatch-lite and "
+              "supervised-only on fmnist-semi; Born-Again generations, variants and ensembles "
+              "on fmnist-ban; seeds 0-2; quick: 1,000 labels, 8,000 unlabelled images, 5 "
+              "rounds, BAN on 2,000 images for 20 epochs; full: 250/1,000/4,000 labels, the "
+              "whole pool, 10 rounds, BAN on 5,000 images for 40 epochs"),
+    Benchmark("recipes-weak", "recipes_weak.py",
+              Plan(("--quick",), ("recipes_weak_quick.json",), 60.0),
+              Plan((), ("recipes_weak_full.json",), 400.0),
+              "complementary labels (Shirt vs rest, with / without the class labels), fixed vs "
+              "learned augmentation on the low-label split, k-means self-label hashing vs "
+              "LSH/PCAH/ITQ/SH at 16-64 bits; seeds 0-2; quick: 100 and 1,000 labelled images, "
+              "1,000 labels, 12,000 images and 2 rounds for k-means; full: 100-5,000 images, "
+              "1,000 and 5,000 labels, all images"),
 ]
 
 

@@ -77,6 +77,15 @@ def test_the_student_objective_is_ban_against_the_teacher_on_the_same_batch(tmp_
     with torch.no_grad():
         target = teacher.loss_fn.logits(teacher.model(images))
     assert torch.allclose(got, ban_loss(student.loss_fn.logits(codes), target, 2.0))
+    # embedding-level distillation adds the mean squared distance to the teacher's codes
+    recipe.code_weight = 0.5
+    with_codes = recipe.objective(teacher)(Trainer, images, codes, labels)
+    with torch.no_grad():
+        teacher_codes = teacher.model(images)
+    mse = sum(float((a - b) ** 2) for ra, rb in zip(codes.tolist(), teacher_codes.tolist(),
+                                                    strict=True) for a, b in zip(ra, rb,
+                                                                                 strict=True))
+    assert with_codes.item() == pytest.approx(got.item() + 0.5 * mse / codes.numel(), rel=1e-5)
 
 
 def test_a_recipe_killed_in_generation_two_resumes_to_the_same_result(tmp_path):

@@ -200,3 +200,53 @@ def test_crossmodal_table_renders_mean_std_and_progress(tmp_path):
     assert "0.8500 ± 0.0500" in text  # two seeds of image→text
     assert "0.7000" in text and "partial: 3 of 6 runs done" in text
     assert "DCMH (baseline)" in text and "| 16 bits |" in text
+
+
+def test_recipes_table_and_trinet_rounds(tmp_path):
+    rounds = [{"stage": "init", "pseudo_labels": None, "pseudo_accuracy": None,
+               "val_accuracy": 0.8, "fine_tune": False},
+              {"stage": "round-1", "pseudo_labels": 100.0, "pseudo_accuracy": 0.9,
+               "val_accuracy": 0.81, "fine_tune": False},
+              {"stage": "round-2", "pseudo_labels": None, "pseudo_accuracy": None,
+               "val_accuracy": 0.82, "fine_tune": True}]
+    gen = [{"test_accuracy": a, "ensemble_accuracy": e, "mAP@all": 0.7}
+           for a, e in ((0.80, 0.80), (0.82, 0.83), (0.81, 0.84))]
+    ban = {"generations": gen, "teacher_train_accuracy": 0.999,
+           "variants": {"ban+l": {"test_accuracy": 0.85, "mAP@all": 0.75}},
+           "independent": {"ensemble_accuracy": {"2": 0.86, "3": 0.87}}}
+    data = {"command": "python benchmarks/recipes.py --quick", "mode": "quick",
+            "machine": "2-core x86_64 CPU", "seeds": [0, 1], "planned_runs": 6, "runs_done": 5,
+            "complete": False, "semi_settings": {"rounds": 5},
+            "ban_settings": {"labels_per_class": 200, "epochs": 20},
+            "semi": {"1000": {"tri-net": {"test_accuracy": [0.83, 0.85], "mAP@all": [0.76],
+                                          "steps": [1000, 1100]}}},
+            "trinet_rounds": {"1000": {"0": rounds, "1": [
+                rounds[0], {**rounds[1], "pseudo_labels": 300.0, "pseudo_accuracy": 0.8},
+                rounds[2]]}},
+            "ban": {"0": ban}}
+    load = _loader(tmp_path, {"recipes_quick.json": data})
+    text = rt.render_block("recipes-quick", load)
+    assert "| tri-net | 0.8400 ± 0.0100 (n=2) | 0.7600 (n=1) | 1050 |" in text
+    assert "| generation 2, ban+l | 0.8500 (n=1) | 0.7500 (n=1) |" in text
+    assert "| BANE, generations 1–3 | 0.8400 (n=1) |" in text
+    assert "| ensemble of 3 independently trained models | 0.8700 (n=1) |" in text
+    assert "partial: 5 of 6 runs done" in text
+    figure = rt._trinet_rounds(data)
+    assert figure["rows"] == [("1", 200.0, pytest.approx(0.85), False), ("2", 0.0, None, True)]
+
+
+def test_recipes_weak_table(tmp_path):
+    data = {"command": "python benchmarks/recipes_weak.py --quick", "mode": "quick",
+            "machine": "2-core x86_64 CPU", "seeds": [0, 1], "planned_runs": 4, "runs_done": 4,
+            "complete": True, "complementary_steps": 600, "augment_epochs": 30,
+            "complementary": {"100": {"main task only": {
+                "test_ap": [0.5, 0.6], "test_f1": [0.4], "mAP@all": [0.3]}}},
+            "augment": {"1000": {"none": {"test_accuracy": [0.8], "mAP@all": [0.7]}}},
+            "unsupervised": {"64": [0.5, 0.52]},
+            "classical": {"itq": {"16": [0.4], "64": [0.49, 0.49]}}}
+    text = rt.render_block("recipes-weak-quick", _loader(tmp_path, {"recipes_weak_quick.json":
+                                                                   data}))
+    assert "| 100 | main task only | 0.5500 ± 0.0500 (n=2) | 0.4000 (n=1) |" in text
+    assert "| 1,000 | none | 0.8000 (n=1) | 0.7000 (n=1) |" in text
+    assert "| k-means self-labels (no labels) | – | 0.5100 ± 0.0100 (n=2) |" in text
+    assert "partial" not in text

@@ -200,11 +200,7 @@ def _train_recipe(cfg: Any, run_dir: Path | None, progress: bool, resume: bool) 
     recipe = RECIPES.get(cfg.recipe.name)(cfg, run_dir, progress=progress, **cfg.recipe.args)
     typer.echo(f"training {cfg.name} with recipe {cfg.recipe.name} → {recipe.run_dir}")
     summary = recipe.run(resume=resume)
-    rows = summary["generations"]
-    typer.echo("generation  loss      test acc  ensemble acc  mAP@all")
-    for r in rows:
-        typer.echo(f"{r['generation']:>10}  {r['loss']:<8}  {r['test_accuracy']:8.4f}  "
-                   f"{r['ensemble_accuracy']:12.4f}  {r['mAP@all']:.4f}")
+    typer.echo(recipe.summary_table(summary))
     typer.echo(f"done: {recipe.run_dir}")
 
 

@@ -25,15 +25,64 @@ SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 INT_MAX = 2**63 - 1  # every integer ends up in a torch / numpy int64
 
 
+MAX_TPS_POINTS = 16
+MAX_AUGMENTOR_WIDTH = 256
+
+
+@dataclass
+class LearnedAugmentConfig:
+    """The sample-aware learned augmentor (:mod:`hashlab.data.learned_augment`; the method and
+    every key: docs/data-and-models.md, "Learned augmentation"). A gate picks one of
+    ``transforms`` per image (Gumbel-softmax, temperature annealed from ``tau0`` to
+    ``tau_min``); the augmentor is trained against the model with its own Adam (``lr``)."""
+
+    transforms: list[Literal["identity", "affine", "tps"]] = field(
+        default_factory=lambda: ["affine", "tps"])
+    probability: float = 0.5  # share of each batch the model trains on augmented
+    lr: float = 1e-3
+    tau0: float = 1.0
+    tau_min: float = 0.1
+    affine_scale: float = 0.2  # bound of each affine parameter's offset from the identity
+    tps_scale: float = 0.1  # bound of each control point's displacement (image half-widths)
+    tps_points: int = 4  # control points per row (grid: points², edges: 2·points)
+    tps_layout: Literal["grid", "edges"] = "grid"
+    width: int = 8  # channels of the small networks (gate, localisation)
+
+    def validate(self, path: str) -> None:
+        check_field(len(self.transforms) > 0 and len(set(self.transforms)) == len(self.transforms),
+                    f"{path}.transforms", "must name each transform at most once, and at least one")
+        check_field(self.transforms != ["identity"], f"{path}.transforms",
+                    "needs a warp (affine or tps), not only identity")
+        check_field(0 < self.probability <= 1, f"{path}.probability", "must be in (0, 1]")
+        check_field(self.lr > 0, f"{path}.lr", "must be > 0")
+        check_field(self.tau0 > 0, f"{path}.tau0", "must be > 0")
+        check_field(0 < self.tau_min <= self.tau0, f"{path}.tau_min",
+                    f"must be in (0, tau0] = (0, {self.tau0:g}]")
+        check_field(0 < self.affine_scale <= 1, f"{path}.affine_scale", "must be in (0, 1]")
+        check_field(0 < self.tps_scale <= 1, f"{path}.tps_scale", "must be in (0, 1]")
+        check_field(2 <= self.tps_points <= MAX_TPS_POINTS, f"{path}.tps_points",
+                    f"must be in 2..{MAX_TPS_POINTS}")
+        check_field(1 <= self.width <= MAX_AUGMENTOR_WIDTH, f"{path}.width",
+                    f"must be in 1..{MAX_AUGMENTOR_WIDTH}")
+
+
 @dataclass
 class AugmentConfig:
-    """Batch augmentations applied on the fly during training (all seeded)."""
+    """Batch augmentations applied on the fly during training (all seeded): flips and shifts
+    (:class:`hashlab.data.augment.BatchAugment`), random affine and elastic warps of strength
+    ``affine`` / ``elastic`` (0 = off) and the learned augmentor ``learned``
+    (:mod:`hashlab.data.learned_augment`)."""
 
     hflip: bool = False
     crop_padding: int = 0
+    affine: float = 0.0
+    elastic: float = 0.0
+    learned: LearnedAugmentConfig | None = None
 
     def validate(self, path: str) -> None:
         check_field(self.crop_padding >= 0, f"{path}.crop_padding", "must be >= 0")
+        check_field(0 <= self.affine <= 1, f"{path}.affine", "must be in [0, 1] (0 = off)")
+        check_field(0 <= self.elastic <= 1, f"{path}.elastic", "must be in [0, 1] (0 = off)")
 
 
 @dataclass
@@ -59,6 +108,23 @@ class PartialLabelsConfig:
         check_seed(self.seed, f"{path}.seed")
 
 
+@dataclass
+class SemiConfig:
+    """The low-label protocol (``fmnist-semi``): ``labels_per_class`` labelled images per class,
+    ``validation`` held-out images, the rest unlabelled, drawn with ``seed``
+    (:mod:`hashlab.data.semi`). A plain run trains on the labelled part only (the
+    supervised-only baseline); semi-supervised recipes also use the unlabelled part."""
+
+    labels_per_class: int = 100
+    validation: int = 5000
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        check_field(self.labels_per_class >= 1, f"{path}.labels_per_class", "must be >= 1")
+        check_field(self.validation >= 0, f"{path}.validation", "must be >= 0")
+        check_seed(self.seed, f"{path}.seed")
+
+
 MAX_IMAGE_SIZE = 4096
 MAX_DIM = 65536
 
@@ -75,6 +141,7 @@ class DataConfig:
     # ("class,attr1,..."), a per-image CSV ("image,attr1,...") or CelebA's list_attr_celeba.txt
     attributes: str | None = None
     partial_labels: PartialLabelsConfig | None = None
+    semi: SemiConfig | None = None  # the low-label split (hashlab.data.semi)
 
     def validate(self, path: str) -> None:
         check_field(self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
@@ -330,10 +397,12 @@ def coerce_args(factory: Any, args: Mapping[str, Any], key: str) -> dict[str, An
     """Check and convert the values of a method's ``args`` (``loss.args``, ...) to the types of
     ``factory``'s parameters, with the same rules as typed config keys (finite numbers, ...).
     Unknown argument names are left to :func:`hashlab.registry.check_kwargs`."""
+    from hashlab.registry import factory_parameters
+
     try:
-        params = inspect.signature(factory).parameters
+        params = factory_parameters(factory) or {}
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        params = {}  # type: ignore[assignment]
+        params = {}
     out = {}
     for name, value in args.items():
         param = params.get(name) if isinstance(name, str) else None

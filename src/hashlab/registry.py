@@ -113,9 +113,10 @@ def _first_line(obj: Any) -> str:
 
 def signature_defaults(obj: Any, skip: frozenset[str] = FRAMEWORK_ARGS) -> dict[str, Any]:
     """Keyword defaults of ``obj``'s signature (a class: its ``__init__``), less ``skip``;
-    required arguments show as ``"<required>"``."""
+    required arguments show as ``"<required>"``. A class passing ``**kwargs`` to its bases
+    shows theirs too (:func:`factory_parameters`)."""
     try:
-        params = inspect.signature(obj).parameters
+        params = factory_parameters(obj) or inspect.signature(obj).parameters
     except (TypeError, ValueError):
         return {}
     out: dict[str, Any] = {}
@@ -318,10 +319,27 @@ def all_families() -> dict[str, Registry[Any]]:
     return dict(FAMILIES)
 
 
+def factory_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+    """The keyword parameters ``factory`` accepts, or None when it accepts any. A class whose
+    ``__init__`` passes ``**kwargs`` on to its base classes' (a recipe built on an engine
+    class) accepts its own parameters plus theirs, followed along the MRO."""
+    params: dict[str, inspect.Parameter] = {}
+    chain = ([c.__init__ for c in factory.__mro__ if "__init__" in vars(c)]  # type: ignore[misc]
+             if inspect.isclass(factory) else [factory])
+    for function in chain:
+        own = inspect.signature(function).parameters
+        for name, param in own.items():
+            if param.kind is not inspect.Parameter.VAR_KEYWORD and name != "self":
+                params.setdefault(name, param)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+            return params
+    return None
+
+
 def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], key: str) -> None:
     """Raise ConfigError naming ``key.arg`` if ``kwargs`` has an argument ``factory`` lacks."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    params = factory_parameters(factory)
+    if params is None:
         return
     for name in kwargs:
         if name not in params:

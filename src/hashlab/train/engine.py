@@ -2,7 +2,8 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (everything needed
 to resume: weights, optimiser, scheduler, RNG state, history), ``model.pt`` (the final model for
-encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training curve).
+encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training curve); with
+``data.augment.learned`` also ``augmentations.png`` (originals vs the learned augmentor's output).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from tqdm.auto import tqdm
 
 from hashlab.artifacts import check_checkpoint_state, load_torch_file
 from hashlab.config import RunConfig, from_dict
-from hashlab.data.augment import BatchAugment
 from hashlab.data.facts import TrainData
+from hashlab.data.learned_augment import LearnedAugmentTraining, build_batch_augment
 from hashlab.data.registry import load_dataset
 from hashlab.errors import CheckpointError, ConfigError, DivergedError, HashlabError, summary
 from hashlab.io import (
@@ -43,6 +44,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 BEST_MODEL = "best_model.pt"  # train.validation.keep: best — the best epoch's weights
+AUGMENTATIONS_FIGURE = "augmentations.png"  # data.augment.learned: originals vs augmented
 # a method's constructor rejecting a value of its args raises one of these
 _BUILD_ERRORS = (ValueError, TypeError, RuntimeError, AssertionError)
 
@@ -229,6 +231,11 @@ class Trainer:
             dataset = select_classes(dataset, d.classes)
         if config.train.limit_train_samples:
             dataset = _subset(dataset, config.train.limit_train_samples, config.seed)
+        if d.semi is not None:  # the low-label protocol: a plain run sees the labelled part
+            from hashlab.data.semi import semi_parts
+
+            dataset = semi_parts(dataset, d.semi.labels_per_class, d.semi.validation,
+                                 d.semi.seed).labelled
         self.val_dataset: Any = None
         self.best: dict[str, Any] | None = None  # {"epoch", "val_mAP"} of the best epoch so far
         if config.train.validation.fraction > 0:
@@ -254,7 +261,7 @@ class Trainer:
             on_train_data = getattr(part, "on_train_data", None)
             if callable(on_train_data):  # the documented hook (hashlab.data.facts)
                 on_train_data(self.train_data)
-        self.augment = BatchAugment(d.augment)
+        self.augment = build_batch_augment(d.augment)
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
         n = len(dataset)
@@ -271,6 +278,12 @@ class Trainer:
         if config.train.max_batches_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_batches_per_epoch)
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        # data.augment.learned: an augmentor trained alongside the model
+        self.learned_augment: LearnedAugmentTraining | None = None
+        if d.augment.learned is not None:
+            self.learned_augment = LearnedAugmentTraining(
+                d.augment.learned, in_channels, config.train.epochs * self.steps_per_epoch,
+                self.device, seed=config.seed)
         self.diagram = None
         if config.train.triplet_diagram:
             from hashlab.diagnostics.triplet_diagram import TripletDiagram
@@ -343,6 +356,8 @@ class Trainer:
             "history": self.history,
             "config": self.config.to_dict(),
             "best": self.best,
+            **({"augmentor": self.learned_augment.state_dict()}
+               if self.learned_augment is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -355,6 +370,8 @@ class Trainer:
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
         self.best = state.get("best")
+        if self.learned_augment is not None:  # a checkpoint without one has no augmentor
+            self.learned_augment.load_state_dict(state["augmentor"])
 
     def _prepare_run_dir(self, resume: bool) -> None:
         def load(ckpt: Path) -> dict[str, Any]:
@@ -395,6 +412,8 @@ class Trainer:
             tqdm.write(f"interrupted; the last completed epoch ({self.epoch}) is saved in "
                        f"{self.run_dir / CHECKPOINT}; continue with --resume")
             raise
+        if self.learned_augment is not None:
+            self._plot_augmentations()
         self.save_final()
         return self.history
 
@@ -425,6 +444,8 @@ class Trainer:
         self.loss_fn.train()
         total_loss, correct, seen = 0.0, 0, 0
         has_logits = hasattr(self.loss_fn, "logits")
+        if self.learned_augment is not None:
+            self.learned_augment.start_epoch()
         # the documented hooks of hashlab.data.facts: batch indices, end of epoch
         takes_indices = bool(getattr(self.loss_fn, "takes_indices", False))
         takes_labels = self.model.takes_labels
@@ -438,6 +459,12 @@ class Trainer:
             if self.augment.active:
                 images = self.augment(images, gen)
             images, labels = images.to(self.device), labels.to(self.device)
+            learned = None
+            if self.learned_augment is not None:  # (originals, augmented with the graph)
+                originals = images
+                images, augmented = self.learned_augment.augment(
+                    images, gen, epoch * self.steps_per_epoch + step)
+                learned = (originals, augmented)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             codes = self.model(images, labels=labels) if takes_labels else self.model(images)
@@ -465,6 +492,8 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler:
                 self.scheduler.step()
+            if learned is not None:
+                self._learned_augment_step(*learned, labels, batches[step])
             batch = labels.shape[0]
             total_loss += loss.item() * batch
             seen += batch
@@ -480,6 +509,13 @@ class Trainer:
             on_epoch_end = getattr(part, "on_epoch_end", None)
             if callable(on_epoch_end):  # before the checkpoint, so that resuming stays exact
                 on_epoch_end(epoch)
+        if self.learned_augment is not None:
+            entry = self.learned_augment.end_epoch(epoch)
+            if self.progress:
+                chosen = ", ".join(f"{k} {v:.2f}" for k, v in entry["chosen"].items())
+                tqdm.write(f"epoch {epoch + 1}: augmentor l_AC {entry['control_loss']:.4f}, "
+                           f"loss original {entry['loss_original']:.4f} → augmented "
+                           f"{entry['loss_augmented']:.4f}, tau {entry['tau']:.3f}, {chosen}")
         seconds = time.perf_counter() - start
         stats = EpochStats(epoch=epoch + 1, loss=total_loss / seen,
                            accuracy=correct / seen if has_logits else None,
@@ -490,6 +526,53 @@ class Trainer:
             tqdm.write(f"epoch {stats.epoch}/{cfg.epochs}: loss {stats.loss:.4f}{acc}, "
                        f"{stats.images_per_second:.0f} img/s, {seconds:.1f}s")
         return stats
+
+    def _learned_augment_step(self, originals: torch.Tensor, augmented: torch.Tensor,
+                              labels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Update the learned augmentor (``data.augment.learned``) on the model's losses for
+        the original and the augmented batch. The model's parameters are not updated, and the
+        buffers of the model and the loss (batch-norm statistics, iteration counters, per-image
+        state) are restored afterwards, so this step leaves the model as it found it."""
+        from hashlab.data.learned_augment import true_class_agreement
+
+        learned_augment = self.learned_augment
+        assert learned_augment is not None
+        takes_labels = self.model.takes_labels
+        takes_indices = bool(getattr(self.loss_fn, "takes_indices", False))
+
+        def loss_of(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            codes = self.model(images, labels=labels) if takes_labels else self.model(images)
+            if takes_indices:
+                return self.loss_fn(codes, labels,
+                                    indices=torch.as_tensor(indices).to(self.device)), codes
+            return self.loss_fn(codes, labels), codes
+
+        buffers = [(b, b.detach().clone()) for part in (self.model, self.loss_fn)
+                   for b in part.buffers()]
+        try:
+            with torch.no_grad():
+                loss_orig, codes = loss_of(originals)
+                probs, onehot = true_class_agreement(self.loss_fn, codes, labels, loss_orig)
+            loss_aug, _ = loss_of(augmented)
+            learned_augment.step(loss_aug, loss_orig, probs, onehot)
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+
+    def _plot_augmentations(self) -> None:
+        """``augmentations.png``: the first training images and the augmentor's output."""
+        from hashlab.data.learned_augment import plot_augmentations
+
+        n = min(8, len(self.dataset))
+        images, _ = self.dataset.get_batch(torch.arange(n))
+        la = self.learned_augment
+        assert la is not None
+        plot_augmentations(la.augmentor, images, self.run_dir / AUGMENTATIONS_FIGURE,
+                           generator=torch.Generator().manual_seed(self.config.seed),
+                           tau=la.config.tau_min, then=self._then())
 
     def _validate(self, stats: EpochStats) -> None:
         """Search the held-out part; with ``keep: best`` save the weights of a new best epoch
@@ -534,6 +617,8 @@ class Trainer:
             logs["triplet_diagram"] = self.diagram.to_dict()
             self.diagram.plot(self.run_dir / "triplet_diagram.png",
                               title=f"triplet diagram, epochs 1–{self.epoch}")
+        if self.learned_augment is not None:
+            logs["learned_augment"] = self.learned_augment.log
         atomic_write_json(self.run_dir / METRICS_FILE, logs, then=self._then())
         plot_training_curve(self.history, self.run_dir / CURVE_FILE, then=self._then())
 

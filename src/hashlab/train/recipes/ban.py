@@ -43,11 +43,14 @@ class BornAgain:
     first trained on the previous one's outputs with ``loss`` (``ban``: teacher only, ``ban+l``:
     plus the labels, ``cwtm``, ``dkpp``: the paper's ablations) at ``temperature`` (1, the
     paper's; ``ban`` / ``ban+l`` only). Generation k's seed is ``seed + seed_step·(k−1)``. The
-    config's loss provides the classifier whose logits are distilled (it needs ``logits``)."""
+    config's loss provides the classifier whose logits are distilled (it needs ``logits``).
+    ``code_weight`` > 0 adds embedding-level distillation of the retrieval codes:
+    ``code_weight · mean((codes − teacher codes)²)`` on the same batch."""
 
     def __init__(self, config: Any, run_dir: str | Path | None = None, *, progress: bool = True,
                  callbacks: Any = (), generations: int = 3, loss: str = "ban",
-                 temperature: float = 1.0, seed_step: int = 1000) -> None:
+                 temperature: float = 1.0, seed_step: int = 1000,
+                 code_weight: float = 0.0) -> None:
         from hashlab.losses.registry import LOSSES
 
         try:
@@ -57,6 +60,9 @@ class BornAgain:
             raise ConfigError(str(exc)) from None
         if loss not in BAN_LOSSES:
             raise ConfigError(f"recipe.args.loss: {loss!r} is not one of {', '.join(BAN_LOSSES)}")
+        if not code_weight >= 0:
+            raise ConfigError(f"recipe.args.code_weight must be >= 0, got {code_weight}")
+        self.code_weight = float(code_weight)
         if not temperature > 0:
             raise ConfigError(f"recipe.args.temperature must be > 0, got {temperature}")
         if temperature != 1.0 and loss in ("cwtm", "dkpp"):
@@ -86,15 +92,20 @@ class BornAgain:
         def distil(trainer: Any, images: torch.Tensor, codes: torch.Tensor,
                    labels: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():  # the same augmented batch as the student's
-                target = teacher.loss_fn.logits(teacher.model(images))
+                teacher_codes = teacher.model(images)
+                target = teacher.loss_fn.logits(teacher_codes)
             student = trainer.loss_fn.logits(codes)
             if self.loss == "ban":
-                return ban_loss(student, target, self.temperature)
-            if self.loss == "ban+l":
-                return ban_l_loss(student, target, labels, self.temperature)
-            if self.loss == "cwtm":
-                return cwtm_loss(student, target, labels)
-            return dkpp_loss(student, target)
+                loss = ban_loss(student, target, self.temperature)
+            elif self.loss == "ban+l":
+                loss = ban_l_loss(student, target, labels, self.temperature)
+            elif self.loss == "cwtm":
+                loss = cwtm_loss(student, target, labels)
+            else:
+                loss = dkpp_loss(student, target)
+            if self.code_weight:  # embedding-level distillation of the retrieval codes
+                loss = loss + self.code_weight * (codes - teacher_codes).pow(2).mean()
+            return loss
 
         return distil
 
@@ -132,6 +143,15 @@ class BornAgain:
 
         return resolve_device(self.config.train.device)
 
+    @staticmethod
+    def summary_table(summary: dict[str, Any]) -> str:
+        """The summary as the text table ``hashlab train`` prints."""
+        lines = ["generation  loss      test acc  ensemble acc  mAP@all"]
+        lines += [f"{r['generation']:>10}  {r['loss']:<8}  {r['test_accuracy']:8.4f}  "
+                  f"{r['ensemble_accuracy']:12.4f}  {r['mAP@all']:.4f}"
+                  for r in summary["generations"]]
+        return "\n".join(lines)
+
     def summarise(self) -> dict[str, Any]:
         """Per generation: test accuracy of its classifier, retrieval mAP@all (the config's
         protocol) and the accuracy of BANE over generations 1..k."""
@@ -157,4 +177,5 @@ class BornAgain:
                     (ensemble_probabilities(logits).argmax(1) == labels).double().mean()),
                 "mAP@all": float(mAP)})
         return {"recipe": "ban", "loss": self.loss, "temperature": self.temperature,
+                "code_weight": self.code_weight,
                 "protocol": self.config.eval.protocol, "generations": rows}

@@ -10,7 +10,7 @@ from the outputs of the previous one, identically shaped and freshly initialised
   teacher distributions whose non-argmax entries are permuted within each sample;
 - :func:`ensemble_probabilities` — BANE: the average of the generations' softmax outputs.
 
-Teacher outputs are never differentiated. Formulas and the paper's numbers: ``docs/recipes.md``.
+Teacher outputs are never differentiated. Formulas: ``docs/data-and-models.md#recipes``.
 """
 
 from __future__ import annotations
