@@ -39,11 +39,11 @@ from recipes import load, run_recipe, test_probabilities  # noqa: E402
 COMPLEMENTARY_PRESET = "configs/fmnist/semi/complementary-shirt.yaml"
 #: fixed optimiser steps per complementary run (both arms, every size)
 COMPLEMENTARY_STEPS = {"quick": 600, "full": 1500}
-AUGMENTS: dict[str, list[str]] = {  # arm → data.augment overrides
-    "none": [],
-    "fixed affine (0.1)": ["data.augment.affine=0.1"],
-    "fixed elastic (0.1)": ["data.augment.elastic=0.1"],
-    "learned (affine + TPS)": ["data.augment.learned={}"],
+AUGMENTS: dict[str, tuple[str, list[str]]] = {  # arm → (run-name slug, data.augment overrides)
+    "none": ("none", []),
+    "fixed affine (0.1)": ("affine", ["data.augment.affine=0.1"]),
+    "fixed elastic (0.1)": ("elastic", ["data.augment.elastic=0.1"]),
+    "learned (affine + TPS)": ("learned", ["data.augment.learned={}"]),
 }
 AUGMENT_EPOCHS = {"quick": 30, "full": 60}
 KMEANS_PRESET = "configs/unsupervised/kmeans-64.yaml"
@@ -66,14 +66,15 @@ def augment_run(arm: str, per_class: int, seed: int, mode: str, workdir: Path
     from hashlab.eval.protocols import evaluate_run
     from hashlab.train.engine import FINAL_MODEL, Trainer
 
-    run_dir = workdir / f"aug-{per_class * 10}-{arm.split(' ')[0]}-s{seed}"
+    slug, overrides = AUGMENTS[arm]
+    run_dir = workdir / f"aug-{per_class * 10}-{slug}-s{seed}"
     done = run_dir / "result.json"
     if done.exists():
         return json.loads(done.read_text())
     cfg = load("fmnist/hash64", [
         f"seed={seed}", f"train.epochs={AUGMENT_EPOCHS[mode]}", "train.batch_size=100",
         f"data.semi={{labels_per_class: {per_class}, validation: 5000, seed: {seed}}}",
-        *AUGMENTS[arm]])
+        *overrides])
     start = time.perf_counter()
     if not (run_dir / FINAL_MODEL).exists():
         Trainer(cfg, run_dir, progress=False).fit(resume=(run_dir / "checkpoint.pt").exists())
