@@ -37,7 +37,8 @@ from hashlab.io import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hashing import machine  # noqa: E402  (sibling scripts)
-from results_tables import BAN_VARIANT_NAMES, ban_rows  # noqa: E402
+from results_tables import BAN_VARIANT_NAMES  # noqa: E402
+from results_tables import recipes as recipes_table  # noqa: E402
 
 TRINET_PRESET = "configs/fmnist/semi/trinet-1000.yaml"
 FEATMATCH_PRESET = "configs/fmnist/semi/featmatch-lite.yaml"
@@ -176,28 +177,6 @@ def ban_seed(seed: int, quick: bool, workdir: Path) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------ tables
-def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if values else "–"
-
-
-def format_semi(semi: dict[str, Any]) -> str:
-    lines = []
-    for labels, by_method in semi.items():
-        lines += [f"\nfmnist-semi, {labels} labels", "| method | test accuracy | mAP@all | "
-                  "steps |", "|---|---|---|---|"]
-        for method, cell in by_method.items():
-            lines.append(f"| {method} | {mean_std(cell['test_accuracy'])} | "
-                         f"{mean_std(cell['mAP@all'])} | {np.mean(cell['steps']):.0f} |")
-    return "\n".join(lines)
-
-
-def format_ban(ban: dict[str, Any]) -> str:
-    lines = ["\nfmnist-ban", "| model | test accuracy | mAP@all |", "|---|---|---|"]
-    lines += [f"| {name} | {mean_std(acc)} | {mean_std(m)} |" for name, acc, m in ban_rows(ban)]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -248,10 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(runs_done=done, complete=done == len(jobs),
                       wall_minutes_this_invocation=(time.perf_counter() - start) / 60)
         atomic_write_json(out, result)
-    print(f"\n{mode} mode, seeds {args.seeds}")
-    print(format_semi(result["semi"]))
-    if result["ban"]:
-        print(format_ban(result["ban"]))
+    print(recipes_table(result, out.name, lambda name: None))  # the docs/results.md table
     print(f"wrote {out}")
     return 0
 
