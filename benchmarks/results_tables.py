@@ -561,6 +561,78 @@ def recipes_weak(d: dict[str, Any], name: str, load: Load) -> str:
     return "\n".join(text).rstrip()
 
 
+def _mib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def partial_fc(d: dict[str, Any], name: str, load: Load) -> str:
+    """Partial FC: memory and step time at 100k / 1M classes, accuracy at r = 0.1 vs 1.0."""
+    text = [source(name, d), ""]
+    st = d["settings"]
+    if d.get("scale"):
+        rows = []
+        for r in d["scale"]:
+            optimiser = f"SGD, momentum {r['momentum']:g}" if r["momentum"] else "SGD"
+            if r["status"] == "ran":
+                cells = [_mib(r["memory_bytes"]), f"{r['median_step_ms']:,.1f}"]
+            elif r["status"] == "does not fit":
+                cells = [f"does not fit (estimate > {st['mem_cap_gib']:g} GiB cap)", DASH]
+            else:
+                cells = [r["status"], DASH]
+            rows.append([f"{r['classes']:,}", r["name"], optimiser, f"{r.get('classes_used', 0):,}"
+                         if r["status"] == "ran" else DASH, cells[0], _mib(r["estimate_bytes"]),
+                         cells[1]])
+        text += [f"One training step of the classifier alone ({st['scale_method']}, batch "
+                 f"{st['batch']}, dim {st['dim']}, forward + backward + SGD step, a fresh "
+                 "subprocess per row): memory = peak RSS minus the RSS before the run, time = "
+                 "median step.", "",
+                 md_table(["classes", "classifier", "optimiser", "classes per step",
+                           "memory", "estimate", "step (ms)"], rows), ""]
+    acc = d.get("accuracy") or {}
+    if acc.get("runs"):
+        a, n = st["accuracy"], len(d["seeds"])
+        rows = [[f"{float(rate):g}", seed_cell(c["test"], n), seed_cell(c["val"], n),
+                 f"{np.mean(c['train_seconds']):.0f}"] for rate, c in acc["runs"].items()]
+        text += [f"Accuracy: {a['classes']:,} Gaussian classes in {a['input_dim']}-d "
+                 f"(σ = {a['sigma']}; {a['train_per_class']} training, {a['test_per_class']} "
+                 f"test samples per class), MLP trunk to {st['dim']}-d, {a['method']} through "
+                 f"`partial-fc`, {a['steps']:,} steps of batch {a['batch']}; top-1 = nearest "
+                 "class centre; mean ± std over seeds " + ", ".join(map(str, d["seeds"])) + ".",
+                 "", md_table(["sample rate", "test top-1", "val top-1", "training (s)"], rows),
+                 ""]
+        if "ratio" in acc:
+            text += [f"r = 0.1 / r = 1.0 test top-1: **{acc['ratio']:.4f}** (per seed: "
+                     + ", ".join(f"{v:.4f}" for v in acc["ratio_per_seed"]) + ").", ""]
+    if d.get("complete") is False:
+        text += [partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text).rstrip()
+
+
+def search_backends(d: dict[str, Any], name: str, load: Load) -> str:
+    """FAISS flat against Milvus (milvus-lite) on the same codes: inserts/s, latency, agreement."""
+    text = [source(name, d), ""]
+    st = d["settings"]
+    rows = []
+    for r in d.get("rows", []):
+        what = (f"binary, {st['nbits']} bits" if r["family"] == "binary"
+                else f"float, {st['dim']}-d cosine")
+        agree = f"{r['agreement']:.3f}" if "agreement" in r else DASH
+        rows.append([what, f"{r['n']:,}", r["backend"], f"{r['inserts_per_s']:,.0f}",
+                     f"{r['single_median_ms']:.3f}", f"{r['single_p95_ms']:.3f}",
+                     f"{r['batch_qps']:,.0f}", agree])
+    text += [f"{st['queries']:,} queries (half perturbed database entries, half random), "
+             f"k = {st['k']}; latency: one query per call ({st['single_queries']:,} calls); "
+             "batch: one call with every query; agreement: queries whose k ids equal FAISS's, "
+             f"in order. FAISS `flat` on {st['faiss_threads']} thread(s); Milvus through "
+             "`MilvusIndex` on **milvus-lite, the embedded test engine: a stand-in, not a "
+             "performance claim** for Milvus standalone or a cluster.", "",
+             md_table(["codes", "n", "backend", "inserts/s", "query median (ms)",
+                       "query p95 (ms)", "batch (queries/s)", "agreement"], rows)]
+    if d.get("complete") is False:
+        text += ["", partial_line(d["runs_done"], d["planned_runs"])]
+    return "\n".join(text).rstrip()
+
+
 def _trinet_rounds(d: dict[str, Any]) -> Any:
     by_labels = d.get("trinet_rounds") or {}
     if not by_labels:
@@ -817,6 +889,14 @@ TABLES: dict[str, Table] = {
                                 "python benchmarks/run_all.py --quick --only recipes-weak"),
     "recipes-weak-full": Table("recipes_weak_full.json", recipes_weak, (),
                                "python benchmarks/run_all.py --only recipes-weak"),
+    "partial-fc-quick": Table("partial_fc_quick.json", partial_fc, (),
+                              "python benchmarks/run_all.py --quick --only partial-fc"),
+    "partial-fc-full": Table("partial_fc_full.json", partial_fc, (),
+                             "python benchmarks/run_all.py --only partial-fc"),
+    "search-backends-quick": Table("search_backends_quick.json", search_backends, (),
+                                   "python benchmarks/run_all.py --quick --only search-backends"),
+    "search-backends-full": Table("search_backends_full.json", search_backends, (),
+                                  "python benchmarks/run_all.py --only search-backends"),
     "serve": Table("serve.json", serve, (Figure(
         "serve", "requests/s per request kind and concurrency", _serve_data, _draw_simple),)),
     "train-throughput": Table("train_throughput.json", train_throughput, (Figure(

@@ -90,6 +90,18 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("search", "search.py", None, Plan((), ("search.json",), 5.0),
               "binary index kinds on 1M random codes (+ runs/fmnist-hash64 if trained); "
               "full mode only"),
+    Benchmark("partial-fc", "partial_fc.py",
+              Plan(("--quick",), ("partial_fc_quick.json",), 5.0),
+              Plan((), ("partial_fc_full.json",), 30.0),
+              "Partial FC: memory and step time at 100k / 1M classes (full classifier vs "
+              "r = 0.1, dense and sparse gradient) and accuracy at r = 0.1 vs 1.0, seeds 0-2; "
+              "quick: 2,000 classes, 3,000 steps; full: 10,000 classes, 15,000 steps"),
+    Benchmark("search-backends", "search_backends.py",
+              Plan(("--quick",), ("search_backends_quick.json",), 3.0),
+              Plan((), ("search_backends_full.json",), 40.0),
+              "FAISS flat vs Milvus (milvus-lite, a test stand-in) on the same random codes: "
+              "inserts/s, single-query latency, batch throughput, agreement; 64-bit binary and "
+              "128-d float; quick: 100k codes; full: 100k and 1M"),
     Benchmark("losses-openset", "losses_openset.py",
               Plan(("--quick",), ("losses_openset_quick.json",), 10.0),
               Plan((), ("losses_openset_full.json",), 180.0),

@@ -65,3 +65,36 @@ def assert_crash_resume_is_exact(cfg, straight_dir: Path, crashed_dir: Path,
     for part in ("model", "loss"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
+
+
+def assert_cli_search_is_brute_force(runner, app, index_ref: str, run: Path, out: Path) -> None:
+    """``hashlab search INDEX`` (a folder or a ``milvus://`` reference of ``run``'s train codes):
+    top-5 by id and a radius-2 search of test images equal a brute-force ranking by
+    (Hamming distance, id)."""
+    import json
+
+    import numpy as np
+
+    from hashlab.encode import TrainedRun
+    from hashlab.index.codes import hamming_distances
+
+    result = runner.invoke(app, ["search", index_ref, "--ids", "3", "--ids", "7", "--k", "5",
+                                 "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["exact"]
+    trained = TrainedRun(run)
+    train = trained.encode("train", progress=False)
+    d = hamming_distances(train.bits[[3, 7]], train.bits)
+    for row, query in zip(d, report["results"], strict=True):
+        expected = np.lexsort((np.arange(len(row)), row))[:5]
+        assert query["ids"] == expected.tolist()
+        assert query["distances"] == row[expected].tolist()
+    result = runner.invoke(app, ["search", index_ref, "--split", "test", "--limit", "4",
+                                 "--radius", "2", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    test = trained.encode("test", progress=False)
+    d = hamming_distances(test.bits[:4], train.bits)
+    for row, query in zip(d, json.loads(out.read_text())["results"], strict=True):
+        expected = sorted((int(row[i]), int(i)) for i in np.flatnonzero(row <= 2))
+        assert list(zip(query["distances"], query["ids"], strict=True)) == expected

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hashlab.cli import app
-from tests.conftest import needs_fmnist, tiny_config
+from tests.conftest import assert_cli_search_is_brute_force, needs_fmnist, tiny_config
 
 runner = CliRunner()
 
@@ -111,25 +111,9 @@ def test_index_and_search_commands(tmp_path):
     assert (index_dir / "manifest.json").is_file() and (index_dir / "source.json").is_file()
 
     out = tmp_path / "hits.json"
-    result = runner.invoke(app, ["search", str(index_dir), "--ids", "3", "--ids", "7", "--k", "5",
-                                 "--out", str(out), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    hits = json.loads(out.read_text())["results"]
+    assert_cli_search_is_brute_force(runner, app, str(index_dir), run, out)
     train = TrainedRun(run).encode("train", progress=False)
-    d = hamming_distances(train.bits[[3, 7]], train.bits)
-    for row, query in zip(d, hits, strict=True):  # brute force: sort by (distance, id)
-        expected = np.lexsort((np.arange(len(row)), row))[:5]
-        assert query["ids"] == expected.tolist()
-        assert query["distances"] == row[expected].tolist()
-
-    result = runner.invoke(app, ["search", str(index_dir), "--split", "test", "--limit", "4",
-                                 "--radius", "2", "--out", str(out), "--no-progress"])
-    assert result.exit_code == 0, result.output
     test = TrainedRun(run).encode("test", progress=False)
-    d = hamming_distances(test.bits[:4], train.bits)
-    for row, query in zip(d, json.loads(out.read_text())["results"], strict=True):
-        expected = sorted((int(row[i]), int(i)) for i in np.flatnonzero(row <= 2))
-        assert list(zip(query["distances"], query["ids"], strict=True)) == expected
 
     # an image file is encoded like the dataset's own images
     ds = TrainedRun(run).load_split("test")

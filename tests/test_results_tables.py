@@ -112,7 +112,8 @@ def test_only_selects_by_pattern_or_substring():
     assert names(None) == [b.name for b in run_all.BENCHMARKS]
     assert names(["hash*"]) == ["hashers-fmnist", "hashers-itq", "hashing"]
     assert names(["speed"]) == ["metrics-speed", "losses-speed"]
-    assert names(["serve,search", "hashing"]) == ["serve", "search", "hashing"]
+    assert names(["serve,search", "hashing"]) == ["serve", "search", "search-backends",
+                                                  "hashing"]
     assert names(["nothing"]) == []
 
 

@@ -121,7 +121,11 @@ def _main(
                          "$HASHLAB_PLUGINS)")] = None,
 ) -> None:
     load_plugins(plugin or [])
+    _PLUGINS[:] = plugin or []
 
+
+#: the --plugin options of this command line (``hashlab train --nproc`` passes them on)
+_PLUGINS: list[str] = []
 
 app.callback()(_guarded(_main))
 
@@ -164,13 +168,30 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a config key, e.g. --set train.epochs=2 (repeatable)")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    nproc: Annotated[int, typer.Option(
+        min=1, help="train with N processes on this machine (DistributedDataParallel through "
+                    "torchrun: gloo on CPU, nccl on GPUs; docs/scale.md)")] = 1,
 ) -> None:
     """Train a model from a YAML config; writes checkpoints, metrics and plots to the run dir.
 
     A config with a ``method`` section (``configs/fmnist/dcmh-64.yaml``) trains a cross-modal
-    image–text run (docs/crossmodal.md)."""
+    image–text run (docs/crossmodal.md). Under ``torchrun`` (or with ``--nproc N``) it trains
+    with DistributedDataParallel; only rank 0 writes files."""
+    from hashlab import distributed
     from hashlab.config import load_config, read_config_mapping
     from hashlab.crossmodal.config import is_crossmodal_config
+
+    if nproc > 1 and distributed.env_world_size() == 1:
+        argv = [config, *(["--resume"] if resume else []),
+                *(["--name", name] if name is not None else []),
+                *(["--run-dir", str(run_dir)] if run_dir is not None else []),
+                *[a for item in set_ or [] for a in ("--set", item)],
+                *([] if progress else ["--no-progress"])]
+        code = _launch_torchrun(nproc, argv)
+        if code:
+            raise typer.Exit(code)
+        return
+    multi = distributed.env_world_size() > 1
 
     # --name is a string as given (quoted: "2024" or "a: b" must not become a number or a map)
     overrides = list(set_ or []) + ([f"name={json.dumps(name)}"] if name is not None else [])
@@ -180,17 +201,41 @@ def train(
         from hashlab.crossmodal.trainer import CrossModalTrainer as Trainer
 
         cfg: Any = load_crossmodal_config(path, overrides)
+        if multi:
+            raise HashlabError("cross-modal runs train in one process: launch them without "
+                               "torchrun / --nproc")
     else:
         from hashlab.train.engine import Trainer  # type: ignore[assignment]
 
         cfg = load_config(path, overrides)
         if cfg.recipe.name is not None:
+            if multi:
+                raise HashlabError("recipes train in one process: launch them without "
+                                   "torchrun / --nproc")
             _train_recipe(cfg, run_dir, progress, resume)
             return
     trainer = Trainer(cfg, run_dir, progress=progress)
-    typer.echo(f"training {cfg.name} → {trainer.run_dir}")
+    main_rank = getattr(trainer, "rank", 0) == 0
+    if main_rank:
+        procs = f" on {trainer.world_size} processes" if multi else ""
+        typer.echo(f"training {cfg.name}{procs} → {trainer.run_dir}")
     trainer.fit(resume=resume)
-    typer.echo(f"done: {trainer.run_dir}")
+    if main_rank:
+        typer.echo(f"done: {trainer.run_dir}")
+
+
+def _launch_torchrun(nproc: int, train_args: list[str]) -> int:
+    """``hashlab train ... --nproc N``: run ``hashlab train TRAIN_ARGS`` under ``torchrun
+    --standalone --nproc_per_node N`` (a free port on this machine); its exit status."""
+    import shlex
+    import subprocess
+
+    argv = [*(a for p in _PLUGINS for a in ("--plugin", p)), "train", *train_args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "hashlab", *argv]
+    typer.echo(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc} "
+               f"-m hashlab {shlex.join(argv)}", err=True)
+    return subprocess.call(cmd)
 
 
 def _train_recipe(cfg: Any, run_dir: Path | None, progress: bool, resume: bool) -> None:
@@ -310,8 +355,18 @@ def index(
              "index, or a file, is refused")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per encoding batch")] = 1024,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    backend: Annotated[str, typer.Option(
+        help="faiss: save an index folder; milvus: write the codes into a Milvus collection "
+             "(--uri, --collection; kinds flat, ivf; docs/scale.md)")] = "faiss",
+    uri: Annotated[str | None, typer.Option(
+        help="--backend milvus: a local .db file (embedded Milvus), http://host:19530 (a "
+             "Milvus server) or a milvus:// reference")] = None,
+    collection: Annotated[str | None, typer.Option(
+        help="--backend milvus: collection name (default hashlab_RUN_SPLIT[_float]_KIND); an "
+             "existing hashlab collection of that name is replaced")] = None,
 ) -> None:
-    """Build a FAISS index of a split's codes (ids = image positions in the split) and save it."""
+    """Build a FAISS index of a split's codes (ids = image positions in the split) and save it,
+    or (``--backend milvus``) write them into a Milvus collection."""
     from hashlab.encode import TrainedRun
     from hashlab.eval.common import save_run_index
     from hashlab.index import BinaryIndex, FloatIndex
@@ -320,7 +375,14 @@ def index(
 
     if code not in ("binary", "float"):
         raise HashlabError(f"--code must be 'binary' or 'float', got {code!r}")
-    (BINARY_KINDS if code == "binary" else FLOAT_KINDS).canonical(kind, key="--kind")
+    if backend == "milvus":
+        target = _milvus_target(run, uri, collection, out, split, code, kind)
+    elif backend != "faiss":
+        raise HashlabError(f"--backend must be 'faiss' or 'milvus', got {backend!r}")
+    elif uri is not None or collection is not None:
+        raise HashlabError("--uri and --collection go with --backend milvus")
+    else:
+        (BINARY_KINDS if code == "binary" else FLOAT_KINDS).canonical(kind, key="--kind")
     if out is not None:  # checked before encoding: save_index refuses these only at the end
         if out.exists() and not (out / MANIFEST_FILE).is_file() and (
                 not out.is_dir() or any(out.iterdir())):
@@ -346,9 +408,17 @@ def index(
     trained = TrainedRun(run)
     codes = trained.encode(split, batch_size=batch_size, progress=progress)
     ids = np.arange(len(codes), dtype=np.int64)
+    if code == "binary" and codes.bits is None:
+        raise HashlabError("this run has an embedding head: use --code float")
+    if backend == "milvus":
+        from hashlab.index.milvus import write_run_collection
+
+        written = write_run_collection(
+            trained, codes.bits if code == "binary" else codes.float, ids, split=split,
+            code=code, kind=kind, progress=progress, **target)
+        typer.echo(f"{len(ids)} {code} codes ({kind}) → {written.ref}")
+        return
     if code == "binary":
-        if codes.bits is None:
-            raise HashlabError("this run has an embedding head: use --code float")
         idx: Any = BinaryIndex(codes.nbits, kind)
         idx.add(codes.bits, ids)
     else:
@@ -358,6 +428,36 @@ def index(
     path = out or run / name
     save_run_index(trained, idx, path, split=split, code=code)  # with its source.json
     typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
+
+
+def _milvus_target(run: Path, uri: str | None, collection: str | None, out: Path | None,
+                   split: str | None, code: str, kind: str) -> dict[str, str]:
+    """``hashlab index --backend milvus``: the ``uri`` and ``collection`` to write, checked
+    before any encoding (reachable, a valid name that is free or holds a hashlab collection)."""
+    import re
+
+    from hashlab.crossmodal.trainer import is_crossmodal_run
+    from hashlab.index.milvus import KINDS, check_writable, is_milvus_uri, parse_milvus_uri
+
+    if uri is None:
+        raise HashlabError("--backend milvus needs --uri: a local .db file (e.g. codes.db), "
+                           "http://host:19530 or milvus://...")
+    if out is not None:
+        raise HashlabError("--out is the folder of a FAISS index; --backend milvus writes to "
+                           "--uri / --collection")
+    if kind not in KINDS:
+        raise HashlabError(f"--kind {kind!r}: a Milvus collection is one of "
+                           f"{', '.join(KINDS)}")
+    if is_crossmodal_run(run):
+        raise HashlabError("--backend milvus indexes single-modality runs; index a cross-modal "
+                           "run with the faiss backend")
+    if collection is None and is_milvus_uri(uri):
+        collection = parse_milvus_uri(uri, collection_required=False).collection
+    if collection is None:
+        name = f"{run.resolve().name}_{split or 'train'}{'_float' if code == 'float' else ''}"
+        collection = "hashlab_" + re.sub(r"[^A-Za-z0-9_]", "_", f"{name}_{kind}")[:200]
+    check_writable(uri, collection)
+    return {"uri": uri, "collection": collection}
 
 
 
@@ -397,7 +497,10 @@ def _query_codes(trained: Any, source: dict[str, Any], images: list[Path] | None
 
 @command(expected=(ValueError, NotImplementedError))
 def search(
-    index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="index directory")],
+    index_dir: Annotated[str, typer.Argument(
+        metavar="INDEX", help="index directory, or a Milvus collection written by `hashlab index "
+                              "--backend milvus` (milvus:///abs/path.db?collection=NAME, "
+                              "milvus://host:19530?collection=NAME)")],
     image: Annotated[list[Path] | None, typer.Option(help="query image file (repeatable)")]
     = None,
     ids: Annotated[list[int] | None, typer.Option(help="query by id of an indexed image")]
@@ -434,11 +537,18 @@ def search(
 
     _check_output_file(out)
     _check_output_file(sheet)
-    source = read_index_source(index_dir)
+    milvus: Any = None  # the collection, when INDEX is a milvus:// reference
+    if index_dir.lower().startswith(("milvus://", "milvus+https://")):
+        from hashlab.index.milvus import MilvusIndex, check_run_source
+
+        milvus = MilvusIndex.open(index_dir)
+        source = check_run_source(milvus)
+    else:
+        source = read_index_source(Path(index_dir))
     if "modality" in source:
         from hashlab.crossmodal.search import search_crossmodal
 
-        results, lines = search_crossmodal(index_dir, source, texts=text or [],
+        results, lines = search_crossmodal(Path(index_dir), source, texts=text or [],
                                            images=image or [], k=k, radius=radius,
                                            exact=exact, sheet=sheet)
         for warning in results.pop("warnings"):
@@ -456,14 +566,19 @@ def search(
                            "RUN --modality image); this index is of a single-modality run")
     trained = TrainedRun(run or source["run"])
     binary = source["code"] == "binary"
-    idx, _ = load_run_index(trained, index_dir)
+    if milvus is not None:
+        check_run_source(milvus, trained)  # same model, code width and split size
+        idx: Any = milvus
+    else:
+        idx, _ = load_run_index(trained, Path(index_dir))
     queries, names = _query_codes(trained, source, image, ids, split, limit, progress)
     q = queries.bits if binary else queries.float
     if radius is not None and not binary:
         raise HashlabError("--radius needs a binary index")
     if not out:  # only the first 20 queries are printed
         q, names = q[:20], names[:20]
-    res = run_query(idx, q, k=None if radius is not None else k, radius=radius, exact=exact)
+    searcher = idx.query if milvus is not None else functools.partial(run_query, idx)
+    res = searcher(q, k=None if radius is not None else k, radius=radius, exact=exact)
     for warning in res.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     results = [{"query": n, "ids": f.tolist(), ("distances" if binary else "similarities"):
@@ -561,10 +676,13 @@ __all__ = ["app"]
 @command(expected=(ValueError,))
 def serve(
     run: Annotated[Path, typer.Argument(help="run directory of a finished training run")],
-    index: Annotated[Path | None, typer.Option(
-        "--index", help="serve this index (built by `hashlab index` from the run); items "
-                        "added or deleted are saved to it. Default: an in-memory flat index "
-                        "of the run's train split")] = None,
+    index: Annotated[str | None, typer.Option(
+        "--index", metavar="INDEX",
+        help="serve this index (built by `hashlab index` from the run): a folder, or a Milvus "
+             "collection written by `hashlab index --backend milvus` "
+             "(milvus:///abs/path.db?collection=NAME, milvus://host:19530?collection=NAME); "
+             "items added or deleted are saved to it. Default: an in-memory flat index of the "
+             "run's train split")] = None,
     host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine "
                                            "only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
@@ -585,10 +703,12 @@ def serve(
     """Serve a run and its index over HTTP: web page, search API, metrics."""
     import uvicorn
 
+    from hashlab.index.milvus import is_milvus_uri
     from hashlab.serve import ServeLimits, create_app
 
     limits = ServeLimits(max_batch=max_batch, max_delay_ms=max_delay_ms)
-    web = create_app(run, index, api_key=api_key, limits=limits,
+    served = index if index is None or is_milvus_uri(index) else Path(index)
+    web = create_app(run, served, api_key=api_key, limits=limits,
                      synthetic_metadata=synthetic_metadata)
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach "

@@ -236,6 +236,23 @@ class ValidationConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How a run launched by ``torchrun`` (``hashlab train --nproc N``) trains on several
+    processes with DistributedDataParallel (docs/scale.md). Ignored in one process."""
+
+    # losses see the whole global batch: codes (with their gradients), labels and indices of
+    # every rank are gathered before the loss (triplet mining, pairwise hashing losses, losses
+    # with per-image state). Without it each rank's loss sees its own part of the batch.
+    gather: bool = False
+    sync_batchnorm: bool = True  # CUDA: BatchNorm statistics over the global batch
+    find_unused_parameters: bool = False  # DDP's option, for models with unused parameters
+    timeout_s: float = 1800.0  # how long a rank waits for the others in a collective
+
+    def validate(self, path: str) -> None:
+        check_field(self.timeout_s > 0, f"{path}.timeout_s", "must be > 0")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
@@ -246,6 +263,7 @@ class TrainConfig:
     limit_train_samples: int | None = None
     triplet_diagram: bool = False  # record (S_ap, S_an) of each batch → triplet_diagram.png
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self, path: str) -> None:
         check_field(self.epochs > 0, f"{path}.epochs", "must be > 0")

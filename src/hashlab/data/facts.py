@@ -12,7 +12,11 @@ per-image state (ADSH's database codes): a loss with ``takes_indices = True`` is
 is called as ``head(features, labels=...)`` in training, and a tensor it leaves in
 ``head.aux_loss`` after a training forward is added to the loss (ExchNet's diversity terms). A
 head with ``takes_feature_map = True`` reads the backbone's ``feature_map(x)`` instead of its
-feature vector. See ``docs/contributing.md``.
+feature vector. Losses over very many classes have three more (``docs/scale.md``):
+``predict(codes)`` (training accuracy without the ``[batch, classes]`` logits),
+``check_optimizer(optimizer)`` (a ValueError for an optimiser the loss cannot train with) and
+``sharded = True`` with ``gather_state_dict()`` (rank-local parameters under DDP: the engine
+neither wraps nor averages them, and saves the gathered state). See ``docs/contributing.md``.
 """
 
 from __future__ import annotations

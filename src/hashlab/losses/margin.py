@@ -153,9 +153,15 @@ class MarginSoftmax(nn.Module):
         self.sphere_lambda_base, self.sphere_lambda_gamma, self.sphere_lambda_power, \
             self.sphere_lambda_min = (float(a) for a in annealing)
         self.normalize_features = normalize_features
-        self.weight = nn.Parameter(torch.empty(num_classes, dim))
-        nn.init.xavier_uniform_(self.weight)
+        self.weight = nn.Parameter(self.initial_weight(num_classes, dim))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def initial_weight(self, num_classes: int, dim: int) -> torch.Tensor:
+        """The initial class weights (Xavier-uniform ``[num_classes, dim]``); a subclass that
+        holds part of the classes (the sharded Partial FC) returns its part."""
+        weight = torch.empty(num_classes, dim)
+        nn.init.xavier_uniform_(weight)
+        return weight
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, dim={self.dim}, margin={self.margin!r}, "
@@ -166,11 +172,13 @@ class MarginSoftmax(nn.Module):
         dtype = torch.promote_types(embeddings.dtype, self.weight.dtype)
         return torch.promote_types(dtype, torch.float32)
 
-    def _cosine(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``cos θ`` [B, C] and, without feature normalisation, ``‖x‖`` [B, 1] (else None)."""
+    def _cosine(self, embeddings: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``cos θ`` [B, K] against the rows of ``weight`` (default: all of ``self.weight``,
+        K = C) and, without feature normalisation, ``‖x‖`` [B, 1] (else None)."""
         dtype = self._compute_dtype(embeddings)
         x = embeddings.to(dtype)
-        w = F.normalize(self.weight.to(dtype), dim=1)
+        w = F.normalize((self.weight if weight is None else weight).to(dtype), dim=1)
         cos = _normalize_rows(x) @ w.t()
         norms = None if self.normalize_features else x.norm(dim=1, keepdim=True)
         return cos, norms
@@ -227,22 +235,32 @@ class MarginSoftmax(nn.Module):
     def margin_logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The scaled logits the loss is computed on: margin on the target, SV on the rest."""
         cos, norms = self._cosine(embeddings)
+        return self.margin_logits_from_cosine(cos, labels, norms)
+
+    def margin_logits_from_cosine(self, cos: torch.Tensor, labels: torch.Tensor,
+                                  norms: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`margin_logits` from given cosines ``cos`` [B, K] against any K classes (all of
+        them, or a subset as in Partial FC), ``labels`` the target columns in ``[0, K)`` and
+        ``norms`` the feature norms [B, 1] (None with ``normalize_features``)."""
         index = labels.long().unsqueeze(1)
         cos_y = cos.gather(1, index).squeeze(1)
         f = self.target_logit(cos_y)
         scale: float | torch.Tensor = self.s if norms is None else self.s * norms
-        if self.mining == "sv" and self.t != 1.0:
-            # I_k = [cos θ_k > f]: a constant mask; the ground-truth column is overwritten below.
-            mask = cos > f.detach().unsqueeze(1)
-            t = self.t
-            if self.sv_form == "adaptive":  # t cos + t − 1
-                mined = torch.where(mask, cos * t + (t - 1), cos)
-            else:  # cos + t − 1
-                mined = torch.where(mask, cos + (t - 1), cos)
-            logits = mined * scale
-        else:
-            logits = cos * scale
+        logits = self.sv_cosines(cos, f) * scale
         return logits.scatter(1, index, f.unsqueeze(1) * scale)
+
+    def sv_cosines(self, cos: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """SV mining's re-weighting of the cosines ``cos`` [B, K] given the targets ``f`` [B]
+        (``cos`` itself unless ``mining="sv"`` and ``t != 1``). The target columns are not
+        excluded: the caller overwrites them."""
+        if self.mining != "sv" or self.t == 1.0:
+            return cos
+        # I_k = [cos θ_k > f]: a constant mask; the ground-truth column is overwritten later.
+        mask = cos > f.detach().unsqueeze(1)
+        t = self.t
+        if self.sv_form == "adaptive":  # t cos + t − 1
+            return torch.where(mask, cos * t + (t - 1), cos)
+        return torch.where(mask, cos + (t - 1), cos)  # cos + t − 1
 
     # --------------------------------------------------------------------------------- loss
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -254,17 +272,23 @@ class MarginSoftmax(nn.Module):
             if labels.numel() == 0:
                 return logits.sum() * 0.0
             ce = F.cross_entropy(logits, labels.long(), reduction="none")
-            if self.mining == "focal":
-                if self.gamma == 0:
-                    return ce.mean()
-                one_minus_p = -torch.expm1(-ce)  # 1 − p_y, accurate when p_y ≈ 1
-                weight = one_minus_p.clamp(min=torch.finfo(ce.dtype).tiny).pow(self.gamma)
-                return (weight * ce).mean()
-            if self.mining == "hard":
-                keep = hard_count(ce.shape[0], self.hard_ratio)
-                hard = torch.topk(ce.detach(), keep, sorted=False).indices
-                return ce[hard].mean()
-            return ce.mean()
+            return self.mining_loss(ce)
+
+    def mining_loss(self, ce: torch.Tensor) -> torch.Tensor:
+        """The batch loss from the per-sample cross-entropies ``ce`` [B] (of the margin logits):
+        their mean, the focal-weighted mean (``focal``) or the mean over the hardest part
+        (``hard``)."""
+        if self.mining == "focal":
+            if self.gamma == 0:
+                return ce.mean()
+            one_minus_p = -torch.expm1(-ce)  # 1 − p_y, accurate when p_y ≈ 1
+            weight = one_minus_p.clamp(min=torch.finfo(ce.dtype).tiny).pow(self.gamma)
+            return (weight * ce).mean()
+        if self.mining == "hard":
+            keep = hard_count(ce.shape[0], self.hard_ratio)
+            hard = torch.topk(ce.detach(), keep, sorted=False).indices
+            return ce[hard].mean()
+        return ce.mean()
 
 
 def _safe_acos(c: torch.Tensor) -> torch.Tensor:

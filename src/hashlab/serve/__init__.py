@@ -1,7 +1,9 @@
 """``hashlab serve``: an HTTP API (FastAPI) for a trained run and its index.
 
-:func:`create_app` builds the app; ``hashlab serve RUN [--index DIR]`` runs it with uvicorn on
-127.0.0.1:8000. ``docs/serve.md`` describes every endpoint. In short:
+:func:`create_app` builds the app; ``hashlab serve RUN [--index DIR | --index milvus://...]``
+runs it with uvicorn on 127.0.0.1:8000 (a ``milvus://`` reference serves a Milvus collection
+written by ``hashlab index --backend milvus``). ``docs/serve.md`` describes every endpoint.
+In short:
 
 * ``GET /v1/info`` — the run, code, index kind and size, classes, image shape.
 * ``POST /v1/encode`` — codes of uploaded images (multipart ``images`` or ``images_b64``).
@@ -12,10 +14,11 @@
 * ``GET /health/live``, ``/health/ready``, ``/metrics`` (Prometheus text).
 
 Modules: :mod:`~hashlab.serve.app` (routes, middleware), :mod:`~hashlab.serve.state` (model,
-index snapshots, items, atomic saves), :mod:`~hashlab.serve.batcher` (micro-batching of the
-encoder), :mod:`~hashlab.serve.images` (upload checks and decoding),
-:mod:`~hashlab.serve.metadata` (metadata, synthetic demo locations, ``items.json``),
-:mod:`~hashlab.serve.metrics`, :mod:`~hashlab.serve.limits`, :mod:`~hashlab.serve.errors`.
+the served index: FAISS snapshots with atomic saves, or a Milvus collection; items),
+:mod:`~hashlab.serve.batcher` (micro-batching of the encoder), :mod:`~hashlab.serve.images`
+(upload checks and decoding), :mod:`~hashlab.serve.metadata` (metadata, synthetic demo
+locations, ``items.json``), :mod:`~hashlab.serve.metrics`, :mod:`~hashlab.serve.limits`,
+:mod:`~hashlab.serve.errors`.
 Filtered search itself lives in :mod:`hashlab.index.filters`.
 """
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from hashlab.errors import HashlabError
 from hashlab.index.filters import ItemFilter
 from hashlab.index.registry import BINARY_KINDS, FLOAT_KINDS
 from hashlab.serve.batcher import BusyError, MicroBatcher
@@ -312,8 +313,11 @@ class Service:
             else:
                 (img, _), = await run_in_threadpool(self._decode, [blob])
             png = await run_in_threadpool(thumbnail_png, img, limits.thumbnail_px)
-        return await run_in_threadpool(state.add_item, code, item_id=body.id, label=body.label,
-                                       metadata=metadata, image_png=png)
+        try:
+            return await run_in_threadpool(state.add_item, code, item_id=body.id,
+                                           label=body.label, metadata=metadata, image_png=png)
+        except ValueError as exc:  # what the index refuses (Milvus: a tag over its limits)
+            raise ApiError(422, "bad_item", str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +404,9 @@ def create_app(run_dir: str | Path, index_dir: str | Path | None = None, *,
 
     Without ``index_dir``, an in-memory flat index of the run's ``train`` split (binary codes
     for a hash head, else float) with ids = positions. With it, the index built by ``hashlab
-    index``; adds and deletes are saved to it atomically. ``api_key``: required in the
+    index``; adds and deletes are saved to it atomically. A ``milvus://`` reference (a string)
+    serves the collection written by ``hashlab index --backend milvus``: searches and filters
+    run in Milvus, adds and deletes go straight to the collection. ``api_key``: required in the
     ``X-API-Key`` header of the write endpoints. ``synthetic_metadata``: give the split's
     images synthetic locations, tags and times when no metadata is stored.
     """
@@ -449,7 +455,8 @@ def create_app(run_dir: str | Path, index_dir: str | Path | None = None, *,
                 "cross_modal": state.cross_modal, "modality": state.modality,
                 "vocabulary_size": getattr(state.run, "vocabulary_size", None),
                 "write_requires_key": api_key is not None,
-                "split": state.split, "persistent": state.index_dir is not None,
+                "split": state.split, "persistent": state.persistent,
+                "backend": state.backend,
                 "synthetic_metadata": state.synthetic is not None,
                 "limits": {"max_k": limits.max_k, "max_upload_bytes": limits.max_upload_bytes,
                            "max_pixels": limits.max_pixels, "max_images": limits.max_images}}
@@ -540,7 +547,11 @@ def create_app(run_dir: str | Path, index_dir: str | Path | None = None, *,
     async def ready() -> dict[str, Any]:
         if not state.ready:
             raise ApiError(503, "not_ready", "the server is starting or stopping")
-        return {"status": "ready", "model": True, "index": True, "count": len(state.snap.index)}
+        try:
+            count = await run_in_threadpool(len, state.snap.index)
+        except HashlabError as exc:  # Milvus unreachable
+            raise ApiError(503, "not_ready", f"the index does not answer: {exc}") from None
+        return {"status": "ready", "model": True, "index": True, "count": count}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

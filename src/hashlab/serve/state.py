@@ -1,8 +1,17 @@
 """What ``hashlab serve`` holds: the run's model, the index, the items' labels, metadata and
 images, and the operations on them (encode, search, add, delete).
 
-**Snapshots.** The index and the item tables live in an immutable :class:`Snapshot`. A search
-reads the current one; an add or delete works on a copy of the index (clone, change, save),
+**The served index** is an :class:`IndexStore`: what a request reads (:meth:`IndexStore.view`,
+an :class:`ItemView`: membership, codes, item records, the images of added items, the
+conditioned search) and the writes (add, delete). Two implementations: :class:`FaissStore`, an
+in-process FAISS index in memory or saved in an index directory (the snapshots below), and
+:class:`MilvusStore`, a Milvus collection written by ``hashlab index --backend milvus``
+(``--index milvus://...``), which is itself the persistent store: searches and their filters run
+in Milvus, adds and deletes go straight to the collection, and an added item's label, metadata
+and thumbnail are kept in the collection's ``extra`` field.
+
+**Snapshots (FAISS).** The index and the item tables live in an immutable :class:`Snapshot`.
+A search reads the current one; an add or delete works on a copy of the index (clone, change, save),
 and only then swaps the new snapshot in, so a failed save changes nothing, on disk or in
 memory, and searches never see a half-made change. Writes are serialised by a lock; searches
 take a second lock only while FAISS runs (a search may set search-time parameters).
@@ -10,14 +19,21 @@ take a second lock only while FAISS runs (a search may set search-time parameter
 **Items.** Ids ``0..n-1`` of the split the index was built from (the ``train`` split without
 ``--index``) are the split's images: their label and image come from the split, their metadata
 from ``items.json`` or, when absent, :func:`~hashlab.serve.metadata.synthetic_metadata`. Items
-added through the API keep their label, code and a PNG thumbnail in ``items.json``.
+added through the API keep their label, code and a PNG thumbnail in ``items.json``. On Milvus,
+every item's metadata is the one stored in the collection (filters run there, so no synthetic
+metadata is made up), and added items keep their label and thumbnail in the collection.
 """
 
 from __future__ import annotations
 
+import abc
+import base64
 import functools
+import io
+import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +45,18 @@ from hashlab.errors import HashlabError
 from hashlab.eval.common import read_index_source
 from hashlab.index import BinaryIndex, FloatIndex, IndexFileError, load_index, save_index
 from hashlab.index.codes import check_packed
-from hashlab.index.filters import ItemFilter, MetadataTable, conditioned_search, takes_selector
+from hashlab.index.filters import (
+    RERANK_FACTOR,
+    ConditionedResult,
+    ItemFilter,
+    MetadataTable,
+    conditioned_search,
+    geo_rerank,
+    haversine_km,
+    takes_selector,
+)
 from hashlab.index.store import read_extra_file
-from hashlab.serve.images import png_bytes
+from hashlab.serve.images import png_bytes, thumbnail_png
 from hashlab.serve.limits import ServeLimits
 from hashlab.serve.metadata import (
     ITEMS_FILE,
@@ -41,7 +66,8 @@ from hashlab.serve.metadata import (
     synthetic_metadata,
 )
 
-__all__ = ["ConflictError", "PersistError", "ServeState", "Snapshot", "UnknownItemError"]
+__all__ = ["ConflictError", "FaissStore", "IndexStore", "ItemRecord", "ItemView", "MilvusStore",
+           "PersistError", "ServeState", "Snapshot", "UnknownItemError"]
 
 
 class UnknownItemError(HashlabError, KeyError):
@@ -68,8 +94,75 @@ def _clone(index: BinaryIndex | FloatIndex) -> BinaryIndex | FloatIndex:
     return FloatIndex._from_faiss(raw, index.dim, index.kind, dict(index.params))
 
 
-class Snapshot:
-    """The index and item tables at one moment (never changed once made)."""
+@dataclass(frozen=True)
+class ItemRecord:
+    """What the service says about one item: its ``label`` (None: added without one), its
+    ``metadata`` object (None: none), whether it has an image to show, and whether it was
+    added through the API (else it is an image of the split, its id = position)."""
+
+    label: int | None
+    metadata: dict[str, Any] | None
+    has_image: bool
+    added: bool
+
+
+class ItemView(abc.ABC):
+    """What one request reads: the index and the items' data (a FAISS :class:`Snapshot`, or
+    the live Milvus collection)."""
+
+    #: the searched index: ``kind``, ``exact_radius``, ``params``, ``len()``
+    index: Any
+
+    @abc.abstractmethod
+    def __contains__(self, item_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    def code(self, item_id: int) -> np.ndarray:
+        """The stored code of an item (packed bits or float vector); 404 when unknown."""
+
+    @abc.abstractmethod
+    def records(self, ids: list[int]) -> list[ItemRecord]:
+        """The records of these items, in order; :class:`UnknownItemError` for an unknown id."""
+
+    @abc.abstractmethod
+    def added_png(self, item_id: int) -> bytes | None:
+        """The thumbnail of an item added through the API (None: added without an image)."""
+
+    @abc.abstractmethod
+    def conditioned(self, q: np.ndarray, *, k: int | None, radius: int | None, exact: bool,
+                    flt: ItemFilter, rerank: float | None) -> ConditionedResult:
+        """One query searched among the items ``flt`` selects (see
+        :func:`~hashlab.index.filters.conditioned_search`)."""
+
+
+class IndexStore(abc.ABC):
+    """The index the service holds: the current :meth:`view`, and the writes."""
+
+    #: ``faiss`` or ``milvus``
+    backend: str
+    #: whether adds and deletes outlive the process
+    persistent: bool
+
+    @abc.abstractmethod
+    def view(self) -> ItemView: ...
+
+    @abc.abstractmethod
+    def add(self, code: np.ndarray, *, item_id: int | None, label: int | None,
+            metadata: dict[str, Any] | None, image_png: bytes | None) -> int:
+        """Add an item; its id. :class:`ConflictError` when the id is taken,
+        :class:`PersistError` when storing it failed (nothing changed)."""
+
+    @abc.abstractmethod
+    def delete(self, item_id: int) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# FAISS
+# ---------------------------------------------------------------------------------------------
+
+
+class Snapshot(ItemView):
+    """The FAISS index and item tables at one moment (never changed once made)."""
 
     def __init__(self, state: ServeState, index: BinaryIndex | FloatIndex,
                  added: Mapping[int, AddedItem], metadata: Mapping[int, dict[str, Any]]) -> None:
@@ -91,6 +184,24 @@ class Snapshot:
         if synthetic is not None and item_id not in self.added and item_id < len(synthetic):
             return synthetic[item_id]
         return None
+
+    def records(self, ids: list[int]) -> list[ItemRecord]:
+        out = []
+        for item_id in ids:
+            if item_id not in self.id_set:
+                raise UnknownItemError(f"no item with id {item_id}")
+            added = self.added.get(item_id)
+            if added is not None:
+                out.append(ItemRecord(added.label, self.item_metadata(item_id),
+                                      added.image_png is not None, True))
+            else:
+                out.append(ItemRecord(int(self.state.base_labels[item_id]),
+                                      self.item_metadata(item_id),
+                                      self.state.modality == "image", False))
+        return out
+
+    def added_png(self, item_id: int) -> bytes | None:
+        return self.added[item_id].image_png if item_id in self.added else None
 
     def table(self) -> MetadataTable:
         """The metadata of every item in the index, for filters (built once)."""
@@ -127,23 +238,282 @@ class Snapshot:
             return self.added[item_id].code
         return self.state.base_codes[item_id]
 
+    def conditioned(self, q: np.ndarray, *, k: int | None, radius: int | None, exact: bool,
+                    flt: ItemFilter, rerank: float | None) -> ConditionedResult:
+        table = None if flt.empty else self.table()
+        with self.state.search_lock:
+            return conditioned_search(self.index, q, table, flt, k=k, radius=radius,
+                                      exact=exact, rerank=rerank, scan=self.scan)
+
+
+class FaissStore(IndexStore):
+    """An in-process FAISS index: in memory (``index_dir`` None) or saved in ``index_dir`` with
+    its ``items.json``; every change makes a new :class:`Snapshot` (module docstring)."""
+
+    backend = "faiss"
+
+    def __init__(self, state: ServeState, index: BinaryIndex | FloatIndex,
+                 added: Mapping[int, AddedItem], metadata: Mapping[int, dict[str, Any]],
+                 index_dir: Path | None) -> None:
+        self.state, self.index_dir = state, index_dir
+        self.persistent = index_dir is not None
+        self.snap = Snapshot(state, index, added, metadata)
+
+    def view(self) -> Snapshot:
+        return self.snap
+
+    def add(self, code: np.ndarray, *, item_id: int | None, label: int | None,
+            metadata: dict[str, Any] | None, image_png: bytes | None) -> int:
+        state = self.state
+        with state.write_lock:
+            snap = self.snap
+            if item_id is None:
+                last = max(int(snap.ids.max()) if snap.ids.size else -1,
+                           len(state.base_labels) - 1, max(snap.added, default=-1))
+                item_id = last + 1
+            elif item_id in snap:
+                raise ConflictError(f"an item with id {item_id} exists; delete it first or "
+                                    "leave out id")
+            index = _clone(snap.index)
+            index.add(code[None], np.array([item_id], dtype=np.int64))
+            added = {**snap.added, item_id: AddedItem(label, code, image_png)}
+            stored = {i: m for i, m in snap.metadata.items() if i != item_id}
+            if metadata is not None:
+                stored[item_id] = metadata
+            self._commit(Snapshot(state, index, added, stored))
+            return item_id
+
+    def delete(self, item_id: int) -> None:
+        with self.state.write_lock:
+            snap = self.snap
+            if item_id not in snap:
+                raise UnknownItemError(f"no item with id {item_id}")
+            if not snap.index.spec.removable:
+                raise ConflictError(
+                    f"a {snap.index.kind!r} index cannot remove items (FAISS cannot remove ids "
+                    "from it); serve a flat index to delete items, or rebuild the index "
+                    "without them")
+            index = _clone(snap.index)
+            index.remove(np.array([item_id], dtype=np.int64))
+            self._commit(Snapshot(
+                self.state, index, {i: a for i, a in snap.added.items() if i != item_id},
+                {i: m for i, m in snap.metadata.items() if i != item_id}))
+
+    def _commit(self, new: Snapshot) -> None:
+        """Save ``new`` (with an index directory) and make it current; nothing changes when
+        the save fails."""
+        if self.index_dir is not None:
+            try:
+                save_index(new.index, self.index_dir,
+                           model_run=str(self.state.run.run_dir.resolve()),
+                           source=self.state.source,
+                           extra_files={ITEMS_FILE: dump_items(new.metadata, new.added)})
+            except (OSError, HashlabError) as exc:
+                raise PersistError(f"could not save the index to {self.index_dir} ({exc}); "
+                                   "nothing was changed") from exc
+        with self.state.search_lock:
+            self.snap = new
+
+
+# ---------------------------------------------------------------------------------------------
+# Milvus
+# ---------------------------------------------------------------------------------------------
+
+#: how an added item's ``extra`` JSON starts (keys sorted: ``added`` comes first)
+_ADDED_PREFIX = '{"added":true'
+#: bytes of the ``extra`` field kept free for the JSON around the thumbnail
+_EXTRA_SLACK = 256
+
+
+class MilvusStore(ItemView, IndexStore):
+    """A Milvus collection written by ``hashlab index --backend milvus``, served live: it is
+    its own view (Milvus answers every read at ``Strong`` consistency, so a search sees every
+    add and delete made before it) and the persistent store of the writes.
+
+    Ids below the split's size are the split's images (label and image from the split);
+    added items carry ``{"added": true, "label", "image_png_b64"}`` in the collection's
+    ``extra`` field, with their metadata object. A thumbnail too large for the field (Milvus
+    caps a VARCHAR at 65535 bytes) is shrunk until it fits."""
+
+    backend = "milvus"
+    persistent = True
+
+    def __init__(self, state: ServeState, index: Any) -> None:
+        self.state, self.index = state, index
+        self.n_base = len(state.base_labels)
+        self._next_id: int | None = None
+        n = self.n_base
+        beyond = index.count(f"id >= {n}")
+        added = index.count(f"id >= {n} and extra like '{_ADDED_PREFIX}%'") \
+            if beyond and index.has_extra else 0
+        if beyond != added:
+            raise IndexFileError(
+                f"collection {index.collection!r} at {index.uri} holds {beyond - added} id(s) "
+                f">= {n} that are neither images of the {state.split} split ({n} images) nor "
+                "items added through the API: it was built from another split")
+
+    def view(self) -> MilvusStore:
+        return self
+
+    def _binary(self) -> bool:
+        return self.index.family == "binary"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def __contains__(self, item_id: int) -> bool:
+        return 0 <= item_id < 2**63 and self.index.count(f"id == {int(item_id)}") > 0
+
+    def code(self, item_id: int) -> np.ndarray:
+        got = self.index.items([item_id]).get(item_id)
+        if got is None:
+            raise UnknownItemError(f"no item with id {item_id}")
+        return got.vector  # type: ignore[no-any-return]
+
+    def records(self, ids: list[int]) -> list[ItemRecord]:
+        if not ids:
+            return []
+        items = self.index.items(np.asarray(ids, dtype=np.int64), vectors=False)
+        out = []
+        for item_id in ids:
+            got = items.get(item_id)
+            if got is None:
+                raise UnknownItemError(f"no item with id {item_id}")
+            if got.extra.get("added") is True:
+                out.append(ItemRecord(got.extra.get("label"), got.metadata,
+                                      bool(got.extra.get("image_png_b64")), True))
+            else:
+                base = item_id < self.n_base
+                out.append(ItemRecord(int(self.state.base_labels[item_id]) if base else None,
+                                      got.metadata, base and self.state.modality == "image",
+                                      False))
+        return out
+
+    def added_png(self, item_id: int) -> bytes | None:
+        got = self.index.items([item_id], vectors=False).get(item_id)
+        if got is None or not got.extra.get("image_png_b64"):
+            return None
+        return base64.b64decode(got.extra["image_png_b64"])
+
+    def conditioned(self, q: np.ndarray, *, k: int | None, radius: int | None, exact: bool,
+                    flt: ItemFilter, rerank: float | None) -> ConditionedResult:
+        """The filters run inside Milvus (:func:`hashlab.index.milvus.filter_expression`);
+        ``rerank`` re-orders the filtered top ``RERANK_FACTOR * k`` by ``visual + lambda * km``
+        as :func:`~hashlab.index.filters.conditioned_search` does."""
+        if rerank is not None and flt.near is None:
+            raise ValueError("rerank needs a near filter: the location whose distance is added")
+        asked = k * RERANK_FACTOR if rerank is not None and k is not None else k
+        with self.state.search_lock:  # query() may set nprobe for one call
+            res = self.index.query(np.asarray(q)[None], k=asked, radius=radius,
+                                   filter=None if flt.empty else flt, exact=exact)
+            selected = None if flt.empty else self.index.count(flt)
+        scores, found = res.hits[0]
+        combined: np.ndarray = scores
+        if rerank is not None:
+            assert flt.near is not None
+            located = self.index.items(found, vectors=False)
+            lat = np.array([located[int(i)].metadata["lat"] for i in found], np.float64)
+            lon = np.array([located[int(i)].metadata["lon"] for i in found], np.float64)
+            km = haversine_km(flt.near.lat, flt.near.lon, lat, lon)
+            order, combined = geo_rerank(scores, found, km, rerank, binary=self._binary())
+            order, combined = order[:k], combined[:k]
+            scores, found = scores[order], found[order]
+        return ConditionedResult(found, scores, combined, res, selected)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        if self._next_id is None:
+            self._next_id = max(self.index._max_id(), self.n_base - 1) + 1
+        return self._next_id
+
+    def add(self, code: np.ndarray, *, item_id: int | None, label: int | None,
+            metadata: dict[str, Any] | None, image_png: bytes | None) -> int:
+        from hashlab.index.milvus import MAX_EXTRA_BYTES, MilvusCollectionError
+
+        if not self.index.has_extra:
+            raise ConflictError(
+                f"collection {self.index.collection!r} was written before hashlab kept item data "
+                "in Milvus (it has no extra field): rebuild it with `hashlab index RUN --backend "
+                "milvus` to add items")
+        with self.state.write_lock:
+            if item_id is None:
+                item_id = self._new_id()
+            elif item_id in self:
+                raise ConflictError(f"an item with id {item_id} exists; delete it first or "
+                                    "leave out id")
+            budget = MAX_EXTRA_BYTES - _EXTRA_SLACK - len(json.dumps(metadata).encode())
+            png = _fit_png(image_png, budget)
+            extra = {"added": True, "label": label,
+                     "image_png_b64": None if png is None else base64.b64encode(png).decode()}
+            try:
+                self.index.add(code[None], np.array([item_id], dtype=np.int64), [metadata],
+                               extra=[extra])
+            except MilvusCollectionError as exc:
+                raise PersistError(f"could not add the item to the Milvus collection ({exc}); "
+                                   "nothing was changed") from exc
+            self._next_id = max(self._new_id(), item_id + 1)
+            return item_id
+
+    def delete(self, item_id: int) -> None:
+        from hashlab.index.milvus import MilvusCollectionError
+
+        with self.state.write_lock:
+            if item_id not in self:
+                raise UnknownItemError(f"no item with id {item_id}")
+            try:
+                self.index.remove(np.array([item_id], dtype=np.int64))
+            except MilvusCollectionError as exc:
+                raise PersistError(f"could not delete the item from the Milvus collection "
+                                   f"({exc})") from exc
+
+
+def _fit_png(png: bytes | None, budget: int) -> bytes | None:
+    """``png``, shrunk by halves until its base64 fits ``budget`` bytes (None if it never
+    does above 8 pixels)."""
+    if png is None or 4 * ((len(png) + 2) // 3) <= budget:
+        return png
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png))
+    size = max(img.size)
+    while size > 8:
+        size //= 2
+        small = thumbnail_png(img, size)
+        if 4 * ((len(small) + 2) // 3) <= budget:
+            return small
+    return None
+
 
 class ServeState:
-    """A finished run, its index (``index_dir``, or an in-memory flat index of the run's
-    ``train`` split) and the items' data. See the module docstring. A cross-modal run is served
-    through :class:`~hashlab.serve.runs.CrossModalServed` (``cross_modal``: text queries, items
-    with texts and labels)."""
+    """A finished run, its index (``index_dir``: an index directory, a ``milvus://`` reference
+    to a collection written by ``hashlab index --backend milvus``, or None for an in-memory flat
+    index of the run's ``train`` split) and the items' data. See the module docstring. A
+    cross-modal run is served through :class:`~hashlab.serve.runs.CrossModalServed`
+    (``cross_modal``: text queries, items with texts and labels)."""
 
     def __init__(self, run_dir: str | Path, index_dir: str | Path | None = None, *,
                  limits: ServeLimits | None = None, synthetic: bool = True,
                  seed: int = 0) -> None:
+        from hashlab.index.milvus import is_milvus_uri
         from hashlab.serve.runs import open_served_run
 
         self.limits = limits or ServeLimits()
-        self.index_dir = None if index_dir is None else Path(index_dir)
+        self.search_lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        collection: Any = None  # the MilvusIndex, when serving a milvus:// collection
+        self.index_dir: Path | None = None
         self.source: dict[str, Any] | None = None
-        if self.index_dir is not None:
+        if is_milvus_uri(index_dir):
+            from hashlab.index.milvus import MilvusIndex, check_run_source
+
+            collection = MilvusIndex.open(index_dir)
+            self.source = check_run_source(collection)  # a collection of `hashlab index`
+        elif index_dir is not None:
+            self.index_dir = Path(index_dir)
             self.source = read_index_source(self.index_dir)
+        #: where the served index lives: the index directory or the milvus:// reference
+        self.location = None if index_dir is None else (
+            collection.ref if collection is not None else str(self.index_dir))
         self.run = open_served_run(run_dir, None if self.source is None
                                    else self.source.get("modality"))
         #: a cross-modal run: text queries, and items with texts and labels
@@ -151,6 +521,14 @@ class ServeState:
         #: what the served codes are of (``image``, or ``text`` for a text index)
         self.modality = getattr(self.run, "modality", "image")
         model = self.run.model
+        if collection is not None:
+            if self.cross_modal:
+                raise HashlabError("a Milvus collection holds the codes of a single-modality "
+                                   "run; serve a cross-modal run with a FAISS index")
+            from hashlab.index.milvus import check_run_source
+
+            # same model and code width; the size changes with adds and deletes
+            check_run_source(collection, self.run, count=False)
         if self.source is None:
             self.split, self.code = "train", "binary" if model.binary else "float"
         else:
@@ -171,26 +549,48 @@ class ServeState:
         self.classes = names or [str(i) for i in range(int(self.meta["num_classes"]))]
         self.image_shape = tuple(int(s) for s in self.meta["image_shape"])
         self.dataset = self.run.load_split(self.split)
-        codes = self.run.encode(self.split, progress=False)
-        self.base_codes = codes.bits if self.binary else codes.float
-        self.base_labels = codes.labels
-        self.synthetic = synthetic_metadata(codes.labels, self.classes, seed) \
-            if synthetic else None
         self._mean, self._std = self._norm()
         self._base_png = functools.lru_cache(maxsize=4096)(self._render_base)
-        if self.index_dir is None:
-            index = BinaryIndex(self.code_size) if self.binary else FloatIndex(self.code_size)
-            index.add(self.base_codes, np.arange(len(codes), dtype=np.int64))
-            metadata, added = {}, {}
+        self.store: IndexStore
+        if collection is not None:
+            # the codes are in the collection: no encoding of the split; the metadata too (the
+            # filters run in Milvus), so no synthetic metadata
+            self.base_codes = None
+            self.base_labels = np.asarray(self.dataset.labels, dtype=np.int64)
+            self.synthetic = None
+            self.store = MilvusStore(self, collection)
         else:
-            size = {"expect_nbits" if self.binary else "expect_dim": self.code_size}
-            index = load_index(self.index_dir, **size)
-            metadata, added = self._read_items()
-        self.snap = Snapshot(self, index, added, metadata)
-        self._check_ids(self.snap)
-        self.search_lock = threading.Lock()
-        self.write_lock = threading.Lock()
+            codes = self.run.encode(self.split, progress=False)
+            self.base_codes = codes.bits if self.binary else codes.float
+            self.base_labels = codes.labels
+            self.synthetic = synthetic_metadata(codes.labels, self.classes, seed) \
+                if synthetic else None
+            if self.index_dir is None:
+                index = BinaryIndex(self.code_size) if self.binary else \
+                    FloatIndex(self.code_size)
+                index.add(self.base_codes, np.arange(len(codes), dtype=np.int64))
+                metadata, added = {}, {}
+            else:
+                size = {"expect_nbits" if self.binary else "expect_dim": self.code_size}
+                index = load_index(self.index_dir, **size)
+                metadata, added = self._read_items()
+            self.store = FaissStore(self, index, added, metadata, self.index_dir)
+            self._check_ids(self.store.snap)
         self.ready = True
+
+    @property
+    def snap(self) -> ItemView:
+        """What a request reads: the current FAISS snapshot, or the Milvus collection."""
+        return self.store.view()
+
+    @property
+    def backend(self) -> str:
+        return self.store.backend
+
+    @property
+    def persistent(self) -> bool:
+        """Whether adds and deletes outlive the process (an index directory, or Milvus)."""
+        return self.store.persistent
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -284,15 +684,11 @@ class ServeState:
 
     # -- items -------------------------------------------------------------------------------
 
-    def label(self, snap: Snapshot, item_id: int) -> int | None:
-        if item_id in snap.added:
-            return snap.added[item_id].label
-        return int(self.base_labels[item_id])
+    def label(self, snap: ItemView, item_id: int) -> int | None:
+        return snap.records([item_id])[0].label
 
-    def has_image(self, snap: Snapshot, item_id: int) -> bool:
-        if item_id in snap.added:
-            return snap.added[item_id].image_png is not None
-        return self.modality == "image"  # the items of a text index are texts
+    def has_image(self, snap: ItemView, item_id: int) -> bool:
+        return snap.records([item_id])[0].has_image
 
     def text_code(self, text: str) -> tuple[np.ndarray, list[str]]:
         """The code of a text query (cross-modal runs) and its warnings; ValueError when the
@@ -305,32 +701,31 @@ class ServeState:
         except HashlabError as exc:
             raise ValueError(str(exc)) from None
 
-    def item(self, snap: Snapshot, item_id: int) -> dict[str, Any]:
+    def item(self, snap: ItemView, item_id: int) -> dict[str, Any]:
         """The public description of an item (404 when unknown)."""
-        if item_id not in snap:
-            raise UnknownItemError(f"no item with id {item_id}")
-        label = self.label(snap, item_id)
+        return self._describe(item_id, snap.records([item_id])[0])
+
+    def _describe(self, item_id: int, rec: ItemRecord) -> dict[str, Any]:
+        label = rec.label
         out = {"id": item_id, "label": label,
                "class_name": None if label is None else self.classes[label],
-               "metadata": snap.item_metadata(item_id),
-               "image_url": f"/v1/items/{item_id}/image" if self.has_image(snap, item_id)
-               else None}
+               "metadata": rec.metadata,
+               "image_url": f"/v1/items/{item_id}/image" if rec.has_image else None}
         if self.cross_modal:
-            base = item_id not in snap.added
+            base = not rec.added
             out["text"] = self.run.item_text(self.split, item_id) if base else None
             out["labels"] = self.run.item_labels(self.split, item_id) if base else None
         return out
 
     def image_png(self, item_id: int) -> bytes:
         snap = self.snap
-        if item_id not in snap:
-            raise UnknownItemError(f"no item with id {item_id}")
-        if item_id in snap.added:
-            png = snap.added[item_id].image_png
+        rec = snap.records([item_id])[0]  # 404 when unknown
+        if rec.added:
+            png = snap.added_png(item_id)
             if png is None:
                 raise UnknownItemError(f"item {item_id} was added without an image")
             return png
-        if not self.has_image(snap, item_id):
+        if not rec.has_image:
             raise UnknownItemError(f"item {item_id} is a text (this index holds text codes)")
         return self._base_png(item_id)
 
@@ -351,14 +746,13 @@ class ServeState:
         """Search one query code; ``rerank`` is the lambda of geographic re-ranking (needs
         ``flt.near``). Returns the results and the search's exactness and warnings."""
         snap = self.snap
-        table = None if flt.empty else snap.table()
-        with self.search_lock:
-            res = conditioned_search(snap.index, q, table, flt, k=k, radius=radius,
-                                     exact=exact, rerank=rerank, scan=snap.scan)
+        res = snap.conditioned(q, k=k, radius=radius, exact=exact, flt=flt, rerank=rerank)
+        ids = res.ids.tolist()
+        records = snap.records(ids)
         results = []
-        for s, c, i in zip(res.scores.tolist(), res.combined.tolist(), res.ids.tolist(),
-                           strict=True):
-            entry = self.item(snap, i)
+        for s, c, i, rec in zip(res.scores.tolist(), res.combined.tolist(), ids, records,
+                                strict=True):
+            entry = self._describe(i, rec)
             hit = {"id": i, "distance": s, "score": c, "label": entry["label"],
                    "class_name": entry["class_name"], "metadata": entry["metadata"],
                    "thumbnail_url": entry["image_url"]}
@@ -374,51 +768,10 @@ class ServeState:
     def add_item(self, code: np.ndarray, *, item_id: int | None = None,
                  label: int | None = None, metadata: dict[str, Any] | None = None,
                  image_png: bytes | None = None) -> int:
-        """Add an item (saved with the index when serving an index directory); its id."""
-        with self.write_lock:
-            snap = self.snap
-            if item_id is None:
-                last = max(int(snap.ids.max()) if snap.ids.size else -1,
-                           len(self.base_labels) - 1, max(snap.added, default=-1))
-                item_id = last + 1
-            elif item_id in snap:
-                raise ConflictError(f"an item with id {item_id} exists; delete it first or "
-                                    "leave out id")
-            index = _clone(snap.index)
-            index.add(code[None], np.array([item_id], dtype=np.int64))
-            added = {**snap.added, item_id: AddedItem(label, code, image_png)}
-            stored = {i: m for i, m in snap.metadata.items() if i != item_id}
-            if metadata is not None:
-                stored[item_id] = metadata
-            self._commit(Snapshot(self, index, added, stored))
-            return item_id
+        """Add an item (saved with the index when serving an index directory, written into
+        the collection on Milvus); its id."""
+        return self.store.add(code, item_id=item_id, label=label, metadata=metadata,
+                              image_png=image_png)
 
     def delete_item(self, item_id: int) -> None:
-        with self.write_lock:
-            snap = self.snap
-            if item_id not in snap:
-                raise UnknownItemError(f"no item with id {item_id}")
-            if not snap.index.spec.removable:
-                raise ConflictError(
-                    f"a {snap.index.kind!r} index cannot remove items (FAISS cannot remove ids "
-                    "from it); serve a flat index to delete items, or rebuild the index "
-                    "without them")
-            index = _clone(snap.index)
-            index.remove(np.array([item_id], dtype=np.int64))
-            self._commit(Snapshot(
-                self, index, {i: a for i, a in snap.added.items() if i != item_id},
-                {i: m for i, m in snap.metadata.items() if i != item_id}))
-
-    def _commit(self, new: Snapshot) -> None:
-        """Save ``new`` (with an index directory) and make it current; nothing changes when
-        the save fails."""
-        if self.index_dir is not None:
-            try:
-                save_index(new.index, self.index_dir, model_run=str(self.run.run_dir.resolve()),
-                           source=self.source,
-                           extra_files={ITEMS_FILE: dump_items(new.metadata, new.added)})
-            except (OSError, HashlabError) as exc:
-                raise PersistError(f"could not save the index to {self.index_dir} ({exc}); "
-                                   "nothing was changed") from exc
-        with self.search_lock:
-            self.snap = new
+        self.store.delete(item_id)

@@ -4,6 +4,14 @@ A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (
 to resume: weights, optimiser, scheduler, RNG state, history), ``model.pt`` (the final model for
 encoding), ``metrics.json`` (per-epoch history) and ``curve.png`` (the training curve); with
 ``data.augment.learned`` also ``augmentations.png`` (originals vs the learned augmentor's output).
+
+Launched by ``torchrun`` (``hashlab train --nproc N``), the same loop trains with PyTorch's
+DistributedDataParallel: every rank draws the same seeded global batches and trains on its
+contiguous part of each, gradients are averaged across ranks (the model's and, through a second
+DDP wrapper, the loss's class weights), a loss marked ``sharded`` keeps rank-local parameters,
+``train.distributed.gather`` shows the loss the whole global batch, and only rank 0 writes files
+and shows progress. The checkpoint is the same file whatever the number of processes
+(``docs/scale.md#distributed-training``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hashlab import distributed as dist
 from hashlab.artifacts import check_checkpoint_state, load_torch_file
 from hashlab.config import RunConfig, from_dict
 from hashlab.data.facts import TrainData
@@ -169,12 +178,14 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, steps_p
 def prepare_run_dir(run_dir: Path, resume: bool, config: Any, *,
                     load: Callable[[Path], dict[str, Any]],
                     restore: Callable[[dict[str, Any]], Any],
-                    restore_errors: tuple[type[BaseException], ...]) -> None:
+                    restore_errors: tuple[type[BaseException], ...],
+                    clean: bool = True) -> None:
     """Ready ``run_dir`` for a trainer: a new run must not overwrite a run there; a resumed one
     reads its checkpoint with ``load`` (which checks the file's fields), checks the saved config
     against ``config`` (:func:`check_resume_config`) and hands the state to ``restore``, whose
     ``restore_errors`` become a :class:`CheckpointError` naming the file. Then removes the
-    temporary files a killed run left. Shared by every trainer."""
+    temporary files a killed run left (``clean``; only the process that writes files: rank 0 of
+    a distributed run). Shared by every trainer."""
     check_run_dir(run_dir)
     ckpt = run_dir / CHECKPOINT
     if resume:
@@ -195,7 +206,8 @@ def prepare_run_dir(run_dir: Path, resume: bool, config: Any, *,
             f"{run_dir} already holds a run; pass --resume to continue it, or choose "
             "another name (name=... or --name) / remove the directory")
     # a run killed while writing left its temporary files: they are of no use any more
-    remove_stale_temp_files(run_dir)
+    if clean:
+        remove_stale_temp_files(run_dir)
 
 
 class Trainer:
@@ -214,9 +226,15 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir else Path(config.output_dir) / config.name
         check_run_dir(self.run_dir)  # before any work: never write into a user's own folder
-        self.progress = progress
         self.callbacks = list(callbacks)
         self.device = resolve_device(config.train.device)
+        if dist.env_world_size() > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", dist.local_rank())  # one GPU per process
+            torch.cuda.set_device(self.device)
+        #: whether this trainer started the process group (and stops it after ``fit``)
+        self._owns_group = dist.init_from_env(self.device, config.train.distributed.timeout_s)
+        self.rank, self.world_size = dist.rank(), dist.world_size()
+        self.progress = progress and self.rank == 0
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         if config.train.threads:
@@ -264,6 +282,12 @@ class Trainer:
         self.augment = build_batch_augment(d.augment)
         params = [*self.model.parameters(), *self.loss_fn.parameters()]
         self.optimizer = build_optimizer(config, params)
+        check_optimizer = getattr(self.loss_fn, "check_optimizer", None)
+        if callable(check_optimizer):  # a loss that needs a kind of optimizer says so
+            try:
+                check_optimizer(self.optimizer)
+            except ValueError as exc:
+                raise ConfigError(f"optim: {exc}") from exc
         n = len(dataset)
         self.batch_size = config.train.batch_size
         if config.train.sampler.name == "pk":
@@ -292,6 +316,40 @@ class Trainer:
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self._wrap_distributed()
+
+    def _wrap_distributed(self) -> None:
+        """With more than one process: check the batch splits evenly, wrap the model (and a loss
+        with shared parameters) in DistributedDataParallel, and give each rank its own stream
+        of random numbers for dropout and the like (the weights are already equal: every rank
+        built them from the same seed, and DDP broadcasts rank 0's)."""
+        self.train_model: nn.Module = self.model
+        self.train_loss: nn.Module = self.loss_fn
+        #: the loss keeps rank-local parameters (a sharded classifier): no DDP, no gathering
+        self.sharded_loss = bool(getattr(self.loss_fn, "sharded", False))
+        if self.world_size == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        cfg = self.config.train
+        if self.batch_size % self.world_size:
+            key = "train.sampler.p × k" if cfg.sampler.name == "pk" else "train.batch_size"
+            raise ConfigError(f"{key}: the global batch of {self.batch_size} images does not "
+                              f"split evenly over {self.world_size} processes")
+        if self.learned_augment is not None or self.objective is not None:
+            raise ConfigError("data.augment.learned and recipes train in one process only; "
+                              "launch them without torchrun / --nproc")
+        opts = cfg.distributed
+        cuda = self.device.type == "cuda"
+        if cuda and opts.sync_batchnorm:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        ids = [self.device.index] if cuda else None
+        self.train_model = DDP(self.model, device_ids=ids,
+                               find_unused_parameters=opts.find_unused_parameters)
+        if not self.sharded_loss and any(p.requires_grad for p in self.loss_fn.parameters()):
+            self.train_loss = DDP(self.loss_fn, device_ids=ids,
+                                  find_unused_parameters=opts.find_unused_parameters)
+        torch.manual_seed(self.config.seed + 1_000_003 * self.rank)
 
     def _check_model_runs(self) -> None:
         """Encode two training images once, so that a backbone that cannot take this data's
@@ -345,14 +403,36 @@ class Trainer:
         return dataset
 
     # ---------------------------------------------------------------- checkpoints
+    def _loss_state(self) -> dict[str, Any]:
+        """The loss's state dict; a sharded loss's whole class-weight matrix (a collective:
+        every rank calls it)."""
+        if self.sharded_loss:
+            return self.loss_fn.gather_state_dict()  # type: ignore[operator, no-any-return]
+        return self.loss_fn.state_dict()
+
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume. With several processes every rank calls it (the RNG
+        states and a sharded loss's weights are gathered); rank 0 writes it."""
+        rng = torch.get_rng_state()
+        extra: dict[str, Any] = {}
+        if self.world_size > 1:
+            import torch.distributed as tdist
+
+            states: list[Any] = [None] * self.world_size
+            tdist.all_gather_object(states, rng)
+            extra["torch_rng_ranks"] = states
+            if self.sharded_loss:  # the optimiser state of each rank's own class weights
+                optims: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
+                tdist.gather_object(self.optimizer.state_dict(), optims, dst=0)
+                extra["optimizer_ranks"] = optims
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
-            "loss": self.loss_fn.state_dict(),
+            "loss": self._loss_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": rng,
+            **extra,
             "history": self.history,
             "config": self.config.to_dict(),
             "best": self.best,
@@ -363,10 +443,25 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.loss_fn.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        optims = state.get("optimizer_ranks")
+        if self.sharded_loss or optims is not None:
+            if optims is None or len(optims) != self.world_size or not self.sharded_loss:
+                saved = 1 if optims is None else len(optims)
+                raise CheckpointError(
+                    f"this checkpoint of a sharded classifier was written by {saved} "
+                    f"process(es), and the optimiser state of each process's class weights is "
+                    f"its own: resume it with {saved} process(es) (hashlab train --nproc "
+                    f"{saved}); model.pt loads with any number")
+            self.optimizer.load_state_dict(optims[self.rank])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("torch_rng_ranks")
+        if ranks is not None and len(ranks) == self.world_size:
+            torch.set_rng_state(ranks[self.rank])  # the same processes as before
+        elif self.world_size == 1:
+            torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
         self.best = state.get("best")
@@ -381,8 +476,12 @@ class Trainer:
 
         prepare_run_dir(self.run_dir, resume, self.config, load=load,
                         restore=self.load_state_dict,
-                        restore_errors=(KeyError, IndexError, AttributeError, *_BUILD_ERRORS))
-        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), then=self._then())
+                        restore_errors=(KeyError, IndexError, AttributeError, *_BUILD_ERRORS),
+                        clean=self.rank == 0)
+        dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+        if self.rank == 0:
+            atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(),
+                              then=self._then())
 
     def _then(self) -> str:
         """How to carry on after a failed write (disk full, ...): resume if there is a
@@ -394,27 +493,35 @@ class Trainer:
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train until ``train.epochs``; returns the per-epoch history."""
-        self._prepare_run_dir(resume)
-        epochs = self.config.train.epochs
         try:
-            while self.epoch < epochs:
-                stats = self._train_epoch(self.epoch)
-                if self.val_dataset is not None:
-                    self._validate(stats)
-                self.history.append(asdict(stats))
-                self.epoch += 1
-                atomic_torch_save(self.run_dir / CHECKPOINT, self.state_dict(),
-                                  then=self._then())
-                self._write_logs()
-                for cb in self.callbacks:
-                    cb(self, self.epoch - 1, -1)
-        except KeyboardInterrupt:
-            tqdm.write(f"interrupted; the last completed epoch ({self.epoch}) is saved in "
-                       f"{self.run_dir / CHECKPOINT}; continue with --resume")
-            raise
-        if self.learned_augment is not None:
-            self._plot_augmentations()
-        self.save_final()
+            self._prepare_run_dir(resume)
+            epochs = self.config.train.epochs
+            try:
+                while self.epoch < epochs:
+                    stats = self._train_epoch(self.epoch)
+                    if self.val_dataset is not None:
+                        self._validate(stats)
+                    self.history.append(asdict(stats))
+                    self.epoch += 1
+                    state = self.state_dict()  # every rank: a collective with several
+                    if self.rank == 0:
+                        atomic_torch_save(self.run_dir / CHECKPOINT, state, then=self._then())
+                        self._write_logs()
+                    for cb in self.callbacks:
+                        cb(self, self.epoch - 1, -1)
+            except KeyboardInterrupt:
+                if self.rank == 0:
+                    tqdm.write(f"interrupted; the last completed epoch ({self.epoch}) is saved "
+                               f"in {self.run_dir / CHECKPOINT}; continue with --resume")
+                raise
+            if self.learned_augment is not None:
+                self._plot_augmentations()
+            self.save_final()
+            dist.barrier()  # model.pt is written before any rank returns
+        finally:
+            if self._owns_group:
+                dist.destroy()
+                self._owns_group = False
         return self.history
 
     def _hooked(self) -> tuple[Any, ...]:
@@ -436,10 +543,24 @@ class Trainer:
         order = torch.randperm(len(self.dataset), generator=gen)
         return list(order[: self.steps_per_epoch * self.batch_size].split(self.batch_size))
 
+    def _local_batches(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's contiguous part of every global batch (all of it in one process): the
+        distributed sampler. Every rank draws the same global batches from the same seeded
+        generator, so the parts are disjoint and together make the one-process batch."""
+        if self.world_size == 1:
+            return batches
+        part = self.batch_size // self.world_size
+        return [b[self.rank * part : (self.rank + 1) * part] for b in batches]
+
     def _train_epoch(self, epoch: int) -> EpochStats:
         cfg = self.config.train
         gen = self._epoch_generator(epoch)
-        batches = self._epoch_batches(gen)
+        batches = self._local_batches(self._epoch_batches(gen))
+        if self.world_size > 1:  # each rank augments its own images: its own random stream
+            gen = torch.Generator().manual_seed(
+                (self.config.seed * 1_000_003 + epoch) * 1_009 + self.rank)
+        gather = self.world_size > 1 and self.config.train.distributed.gather \
+            and not self.sharded_loss
         self.model.train()
         self.loss_fn.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -449,6 +570,12 @@ class Trainer:
         # the documented hooks of hashlab.data.facts: batch indices, end of epoch
         takes_indices = bool(getattr(self.loss_fn, "takes_indices", False))
         takes_labels = self.model.takes_labels
+        # a loss over very many classes predicts without the [batch, classes] logits (and, when
+        # sharded, as a collective of every rank): its ``predict`` hook
+        predict = getattr(self.loss_fn, "predict", None)
+        if not callable(predict):
+            def predict(x: torch.Tensor) -> torch.Tensor:
+                return self.loss_fn.logits(x).argmax(1)
         start = time.perf_counter()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, unit="batch", dynamic_ncols=True)
@@ -467,16 +594,23 @@ class Trainer:
                 learned = (originals, augmented)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            codes = self.model(images, labels=labels) if takes_labels else self.model(images)
+            net = self.train_model
+            codes = net(images, labels=labels) if takes_labels else net(images)
             if self.diagram is not None:
                 self.diagram.record(codes, labels)
+            indices = torch.as_tensor(batches[step]).to(self.device) if takes_indices else None
+            loss_codes, loss_labels = codes, labels
+            if gather:  # the whole global batch, differentiable for this rank's codes
+                loss_codes = dist.all_gather_with_grad(codes)
+                loss_labels = dist.all_gather_nograd(labels)
+                if indices is not None:
+                    indices = dist.all_gather_nograd(indices)
             if self.objective is not None:
                 loss = self.objective(self, images, codes, labels)
-            elif takes_indices:
-                loss = self.loss_fn(codes, labels,
-                                    indices=torch.as_tensor(batches[step]).to(self.device))
+            elif indices is not None:
+                loss = self.train_loss(loss_codes, loss_labels, indices=indices)
             else:
-                loss = self.loss_fn(codes, labels)
+                loss = self.train_loss(loss_codes, loss_labels)
             aux = getattr(self.model.head, "aux_loss", None)
             if aux is not None:  # terms the head computed in this forward (hashlab.data.facts)
                 loss = loss + aux
@@ -499,7 +633,7 @@ class Trainer:
             seen += batch
             if has_logits:
                 with torch.no_grad():
-                    correct += int((self.loss_fn.logits(codes).argmax(1) == labels).sum())
+                    correct += int((predict(codes) == labels).sum())
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
             for cb in self.callbacks:
@@ -516,6 +650,10 @@ class Trainer:
                 tqdm.write(f"epoch {epoch + 1}: augmentor l_AC {entry['control_loss']:.4f}, "
                            f"loss original {entry['loss_original']:.4f} → augmented "
                            f"{entry['loss_augmented']:.4f}, tau {entry['tau']:.3f}, {chosen}")
+        if self.world_size > 1:  # the epoch's numbers over every rank's images
+            totals = dist.all_reduce_sum(torch.tensor([total_loss, correct, seen],
+                                                      dtype=torch.float64))
+            total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         seconds = time.perf_counter() - start
         stats = EpochStats(epoch=epoch + 1, loss=total_loss / seen,
                            accuracy=correct / seen if has_logits else None,
@@ -576,7 +714,9 @@ class Trainer:
 
     def _validate(self, stats: EpochStats) -> None:
         """Search the held-out part; with ``keep: best`` save the weights of a new best epoch
-        (``best_model.pt``, written before the epoch's checkpoint records it)."""
+        (``best_model.pt``, written before the epoch's checkpoint records it). With several
+        processes every rank computes the same number (same weights, same held-out images), so
+        they agree on the best epoch without a message; rank 0 writes."""
         from hashlab.train.heldout import validation_map
 
         stats.val_mAP = validation_map(self.model, self.val_dataset, self.device,
@@ -588,9 +728,11 @@ class Trainer:
             return
         if self.best is None or stats.val_mAP > self.best["val_mAP"]:
             self.best = {"epoch": stats.epoch, "val_mAP": stats.val_mAP}
-            atomic_torch_save(self.run_dir / BEST_MODEL, {
-                "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
-                **self.best}, then=self._then())
+            loss_state = self._loss_state()
+            if self.rank == 0:
+                atomic_torch_save(self.run_dir / BEST_MODEL, {
+                    "model": self.model.state_dict(), "loss": loss_state, **self.best},
+                    then=self._then())
 
     # ---------------------------------------------------------------- outputs
     def save_final(self) -> Path:
@@ -602,7 +744,9 @@ class Trainer:
         if self.attribute_names is not None:
             meta["attributes"] = self.attribute_names
             meta["partial_labels"] = self.partial_summary
-        weights = {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict()}
+        weights = {"model": self.model.state_dict(), "loss": self._loss_state()}
+        if self.rank != 0:  # rank 0 writes model.pt (the others took part in the gathering)
+            return self.run_dir / FINAL_MODEL
         if self.best is not None:  # train.validation.keep: best
             best = load_checkpoint(self.run_dir / BEST_MODEL, map_location=self.device)
             weights = {"model": best["model"], "loss": best["loss"],
