@@ -155,9 +155,10 @@ def source(name: str, d: Mapping[str, Any], command: str | None = None) -> str:
     return "*" + "; ".join(parts) + "*"
 
 
-def partial_line(done: int, planned: int) -> str:
-    return (f"**partial: {done} of {planned} runs done** — the benchmark is still running (it "
-            f"resumes where it stopped); cells not run yet show {DASH}.")
+def partial_line(done: int, planned: int, resumes: bool = True) -> str:
+    state = ("the benchmark is still running (it resumes where it stopped)" if resumes else
+             "the run was stopped before the plan was done (re-running starts over)")
+    return f"**partial: {done} of {planned} runs done** — {state}; cells not run yet show {DASH}."
 
 
 def not_run(name: str, how: str | None) -> str:
@@ -629,7 +630,7 @@ def search_backends(d: dict[str, Any], name: str, load: Load) -> str:
              md_table(["codes", "n", "backend", "inserts/s", "query median (ms)",
                        "query p95 (ms)", "batch (queries/s)", "agreement"], rows)]
     if d.get("complete") is False:
-        text += ["", partial_line(d["runs_done"], d["planned_runs"])]
+        text += ["", partial_line(d["runs_done"], d["planned_runs"], resumes=False)]
     return "\n".join(text).rstrip()
 
 

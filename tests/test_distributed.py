@@ -155,8 +155,6 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     assert [h["accuracy"] for h in history] == [h["accuracy"] for h in reference]
 
 
-@pytest.mark.skip(reason="known bug (issue 17 note): the crash-then-resume DDP runs "
-                         "intermittently lose a worker to a signal here; passes otherwise")
 def test_ddp_resume_is_exact(tmp_path):
     cfg = _config(tmp_path)
     straight = _train(tmp_path, cfg, "straight", 2)
@@ -249,9 +247,6 @@ def test_sharded_classifier_trains_like_one_process(tmp_path):
                   {k: v for k, v in two.items() if k not in sampler})
 
 
-@pytest.mark.skip(reason="known bug (issue 17 note): a 2-process sharded partial-fc run with "
-                         "r < 1 intermittently dies with a signal in a worker (about 1 in 3 "
-                         "runs here); passes otherwise; under investigation")
 def test_sharded_sampled_classifier_resumes_exactly(tmp_path):
     """r < 1: each rank samples its own shard; its sampler and its optimiser state (momentum
     of its own rows) are saved per rank, so a crashed 2-process run resumes to the same

@@ -364,6 +364,13 @@ def index(
     collection: Annotated[str | None, typer.Option(
         help="--backend milvus: collection name (default hashlab_RUN_SPLIT[_float]_KIND); an "
              "existing hashlab collection of that name is replaced")] = None,
+    metadata: Annotated[Path | None, typer.Option(
+        help="--backend milvus: JSON file of the images' metadata for filtered search (serve "
+             "page, search filters): a list with one object (or null) per image of the split, "
+             "or an object keyed by image position")] = None,
+    synthetic_metadata: Annotated[bool, typer.Option(
+        help="--backend milvus: store the made-up metadata (store, location, date, tags) that "
+             "`hashlab serve` gives a FAISS-served split, for a demo of the filters")] = False,
 ) -> None:
     """Build a FAISS index of a split's codes (ids = image positions in the split) and save it,
     or (``--backend milvus``) write them into a Milvus collection."""
@@ -379,8 +386,11 @@ def index(
         target = _milvus_target(run, uri, collection, out, split, code, kind)
     elif backend != "faiss":
         raise HashlabError(f"--backend must be 'faiss' or 'milvus', got {backend!r}")
-    elif uri is not None or collection is not None:
-        raise HashlabError("--uri and --collection go with --backend milvus")
+    elif uri is not None or collection is not None or metadata is not None \
+            or synthetic_metadata:
+        raise HashlabError("--uri, --collection, --metadata and --synthetic-metadata go with "
+                           "--backend milvus (a FAISS index's metadata is the serve page's "
+                           "items.json)")
     else:
         (BINARY_KINDS if code == "binary" else FLOAT_KINDS).canonical(kind, key="--kind")
     if out is not None:  # checked before encoding: save_index refuses these only at the end
@@ -415,7 +425,9 @@ def index(
 
         written = write_run_collection(
             trained, codes.bits if code == "binary" else codes.float, ids, split=split,
-            code=code, kind=kind, progress=progress, **target)
+            code=code, kind=kind, progress=progress,
+            metadata=_index_metadata(metadata, synthetic_metadata, trained, codes.labels),
+            **target)
         typer.echo(f"{len(ids)} {code} codes ({kind}) → {written.ref}")
         return
     if code == "binary":
@@ -428,6 +440,53 @@ def index(
     path = out or run / name
     save_run_index(trained, idx, path, split=split, code=code)  # with its source.json
     typer.echo(f"{len(idx)} {code} codes ({kind}) → {path}")
+
+
+def _index_metadata(path: Path | None, synthetic: bool, trained: Any,
+                    labels: np.ndarray) -> list[dict[str, Any] | None] | None:
+    """``hashlab index --backend milvus``: one metadata object (or None) per image of the
+    split, from ``--metadata`` or ``--synthetic-metadata`` (None: no metadata)."""
+    from hashlab.serve.limits import ServeLimits
+    from hashlab.serve.metadata import check_metadata
+    from hashlab.serve.metadata import synthetic_metadata as make_synthetic
+
+    n = len(labels)
+    if synthetic:
+        if path is not None:
+            raise HashlabError("give --metadata or --synthetic-metadata, not both")
+        names = list(trained.meta.get("classes") or []) or \
+            [str(i) for i in range(int(trained.meta["num_classes"]))]
+        return list(make_synthetic(labels, names))
+    if path is None:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HashlabError(f"--metadata {path}: cannot read it as JSON ({exc})") from None
+    rows: list[dict[str, Any] | None] = [None] * n
+    if isinstance(doc, list):
+        if len(doc) != n:
+            raise HashlabError(f"--metadata {path}: {len(doc)} entries for the split's {n} "
+                               "images; give one object (or null) per image")
+        entries = list(enumerate(doc))
+    elif isinstance(doc, dict):
+        entries = []
+        for key, value in doc.items():
+            if not key.isdigit() or int(key) >= n:
+                raise HashlabError(f"--metadata {path}: key {key!r} is not an image position "
+                                   f"of the split (0 to {n - 1})")
+            entries.append((int(key), value))
+    else:
+        raise HashlabError(f"--metadata {path}: expected a list or an object keyed by image "
+                           f"position, got {type(doc).__name__}")
+    limit = ServeLimits().max_metadata_bytes
+    for i, value in entries:
+        if value is not None:
+            try:
+                rows[i] = check_metadata(value, limit, f"metadata[{i}]")
+            except ValueError as exc:
+                raise HashlabError(f"--metadata {path}: {exc}") from None
+    return rows
 
 
 def _milvus_target(run: Path, uri: str | None, collection: str | None, out: Path | None,

@@ -197,3 +197,48 @@ def test_cli_serve_takes_a_milvus_reference(setup, monkeypatch):
     assert seen["index"] == setup["ref"]  # passed as the reference, not a Path
     assert runner.invoke(app, ["serve", str(setup["run"]), "--index", "some/dir"]).exit_code == 0
     assert seen["index"] == Path("some/dir")
+
+
+def test_cli_index_writes_the_metadata_the_filters_search(setup, faiss_client):
+    """``hashlab index --backend milvus --synthetic-metadata`` stores the metadata the FAISS
+    page makes up, so filtered searches answer alike; ``--metadata FILE`` stores the user's
+    (a list per image, or an object keyed by position; null leaves an image without)."""
+    import json
+
+    from hashlab.cli import app
+
+    runner, run, tmp = CliRunner(), str(setup["run"]), setup["tmp"]
+    db, n = str(tmp / "cli.db"), len(setup["db"])
+    out = runner.invoke(app, ["index", run, "--backend", "milvus", "--uri", db, "--collection",
+                              "synth", "--synthetic-metadata", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    with TestClient(create_app(setup["run"], f"milvus://{db}?collection=synth",
+                               limits=LIMITS)) as c:
+        for i, f in enumerate(FILTERS[:4]):
+            body = {"id": i, "k": 10, "filters": f}
+            same_answer(c.post("/v1/search", json=body).json(),
+                        faiss_client.post("/v1/search", json=body).json())
+    mine = [None] * n
+    mine[2], mine[5] = {"tags": ["mine"]}, {"tags": ["mine", "other"]}
+    for name, doc in (("list", mine), ("keyed", {"2": mine[2], "5": mine[5]})):
+        path = tmp / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        out = runner.invoke(app, ["index", run, "--backend", "milvus", "--uri", db,
+                                  "--collection", name, "--metadata", str(path),
+                                  "--no-progress"])
+        assert out.exit_code == 0, out.output
+        with TestClient(create_app(setup["run"], f"milvus://{db}?collection={name}",
+                                   limits=LIMITS)) as c:
+            hits = c.post("/v1/search", json={"id": 0, "k": 20,
+                                              "filters": {"tags": ["mine"]}}).json()
+            assert sorted(h["id"] for h in hits["results"]) == [2, 5]
+            assert c.get("/v1/items/5").json()["metadata"] == mine[5]
+    bad = tmp / "bad.json"
+    for doc, message in (([{}] * (n - 1), f"for the split's {n} images"),
+                         ({"x": {}}, "not an image position"), ([7] * n, "expected an object")):
+        bad.write_text(json.dumps(doc))
+        out = runner.invoke(app, ["index", run, "--backend", "milvus", "--uri", db,
+                                  "--metadata", str(bad), "--no-progress"])
+        assert out.exit_code != 0 and message in out.output, out.output
+    out = runner.invoke(app, ["index", run, "--metadata", str(bad), "--no-progress"])
+    assert out.exit_code != 0 and "go with --backend milvus" in out.output

@@ -16,6 +16,7 @@ and shows progress. The checkpoint is the same file whatever the number of proce
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -520,6 +521,10 @@ class Trainer:
             dist.barrier()  # model.pt is written before any rank returns
         finally:
             if self._owns_group:
+                # drop the DDP wrappers (their reducers hold the group) before the group goes:
+                # left to interpreter exit, their teardown can abort the process
+                self.train_model, self.train_loss = self.model, self.loss_fn
+                gc.collect()
                 dist.destroy()
                 self._owns_group = False
         return self.history
