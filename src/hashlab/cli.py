@@ -416,6 +416,10 @@ def index(
         return
     split = split or "train"
     trained = TrainedRun(run)
+    rows = None  # the metadata is checked before the encoding, the long part
+    if backend == "milvus":
+        rows = _index_metadata(metadata, synthetic_metadata, trained,
+                               np.asarray(trained.load_split(split).labels, dtype=np.int64))
     codes = trained.encode(split, batch_size=batch_size, progress=progress)
     ids = np.arange(len(codes), dtype=np.int64)
     if code == "binary" and codes.bits is None:
@@ -426,7 +430,7 @@ def index(
         written = write_run_collection(
             trained, codes.bits if code == "binary" else codes.float, ids, split=split,
             code=code, kind=kind, progress=progress,
-            metadata=_index_metadata(metadata, synthetic_metadata, trained, codes.labels),
+            metadata=rows,
             **target)
         typer.echo(f"{len(ids)} {code} codes ({kind}) → {written.ref}")
         return
@@ -454,9 +458,7 @@ def _index_metadata(path: Path | None, synthetic: bool, trained: Any,
     if synthetic:
         if path is not None:
             raise HashlabError("give --metadata or --synthetic-metadata, not both")
-        names = list(trained.meta.get("classes") or []) or \
-            [str(i) for i in range(int(trained.meta["num_classes"]))]
-        return list(make_synthetic(labels, names))
+        return list(make_synthetic(labels, trained.class_names()))
     if path is None:
         return None
     try:

@@ -187,6 +187,12 @@ class TrainedRun:
         return load_dataset(d.dataset, split, root=d.root, download=d.download,
                             **({"image_size": d.image_size} if d.image_size else {}))
 
+    def class_names(self, split: str | None = None) -> list[str]:
+        """The names of the labels the model was trained on (every split shares them): the
+        dataset's class names, or the label numbers as text where it has none."""
+        return list(self.meta.get("classes") or []) or \
+            [str(i) for i in range(int(self.meta["num_classes"]))]
+
     @torch.no_grad()
     def encode_dataset(self, dataset: Any, batch_size: int = 1024, progress: bool = True,
                        desc: str = "encode") -> Codes:

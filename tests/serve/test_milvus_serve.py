@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,7 +200,7 @@ def test_cli_serve_takes_a_milvus_reference(setup, monkeypatch):
     assert seen["index"] == Path("some/dir")
 
 
-def test_cli_index_writes_the_metadata_the_filters_search(setup, faiss_client):
+def test_cli_index_writes_the_metadata_the_filters_search(setup, faiss_client, monkeypatch):
     """``hashlab index --backend milvus --synthetic-metadata`` stores the metadata the FAISS
     page makes up, so filtered searches answer alike; ``--metadata FILE`` stores the user's
     (a list per image, or an object keyed by position; null leaves an image without)."""
@@ -234,6 +235,11 @@ def test_cli_index_writes_the_metadata_the_filters_search(setup, faiss_client):
             assert sorted(h["id"] for h in hits["results"]) == [2, 5]
             assert c.get("/v1/items/5").json()["metadata"] == mine[5]
     bad = tmp / "bad.json"
+
+    def no_encoding(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a bad --metadata file must be refused before the encoding")
+
+    monkeypatch.setattr("hashlab.encode.TrainedRun.encode", no_encoding)
     for doc, message in (([{}] * (n - 1), f"for the split's {n} images"),
                          ({"x": {}}, "not an image position"), ([7] * n, "expected an object")):
         bad.write_text(json.dumps(doc))

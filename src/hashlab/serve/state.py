@@ -544,9 +544,8 @@ class ServeState:
             raise HashlabError("the index holds binary codes but this run has an embedding head")
         self.code_size = model.dim
         self.meta = self.run.meta
-        names = self.run.class_names(self.split) if self.cross_modal else \
-            list(self.meta.get("classes") or [])
-        self.classes = names or [str(i) for i in range(int(self.meta["num_classes"]))]
+        self.classes = self.run.class_names(self.split) or \
+            [str(i) for i in range(int(self.meta["num_classes"]))]
         self.image_shape = tuple(int(s) for s in self.meta["image_shape"])
         self.dataset = self.run.load_split(self.split)
         self._mean, self._std = self._norm()
