@@ -111,16 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 epochs on 12,000 images")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--closed-seeds", nargs="+", type=int, default=None,
+    parser.add_argument("--closed-seeds", nargs="*", type=int, default=None,
                         help="seeds of the closed-set runs (default: the first seed in quick "
-                             "mode, all seeds otherwise)")
+                             "mode, all seeds otherwise; the option alone: none, open set only)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     workdir = args.workdir or Path("runs") / f"bench-losses-{mode}"
     out = args.out or Path("benchmarks/results") / f"losses_openset_{mode}.json"
-    closed_seeds = args.closed_seeds or (args.seeds[:1] if args.quick else args.seeds)
+    closed_seeds = args.closed_seeds if args.closed_seeds is not None else (
+        args.seeds[:1] if args.quick else args.seeds)
 
     jobs = plan(args.methods, args.seeds, closed_seeds)
     start = time.perf_counter()

@@ -268,7 +268,8 @@ def losses_openset(d: dict[str, Any], name: str, load: Load) -> str:
     what = "; ".join(d.get("quick_overrides", [])) or "10 epochs, all training images"
     text = [source(name, d), "",
             f"{d['mode']} mode ({what}); open set: seeds {', '.join(map(str, seeds))}, closed "
-            f"set: seeds {', '.join(map(str, closed))}; mean ± std (n = seeds done).", "",
+            "set: " + (f"seeds {', '.join(map(str, closed))}" if closed else "not run") +
+            "; mean ± std (n = seeds done).", "",
             md_table(["method", *LOSS_COLUMNS], rows)]
     if d.get("complete") is False:
         text += ["", partial_line(d["runs_done"], d["runs_planned"])]

@@ -84,6 +84,11 @@ def test_losses_table_partial_and_not_run(tmp_path):
     assert "partial: 3 of 36 runs done" in text and "machine: a GPU" in text
     assert "| softmax | 0.6500 ± 0.0500 (n=2) | – | – | – | 0.8000 (n=1) |" in text
     assert "| cosface | – | – | – | – | – |" in text
+    assert "closed set: seeds 0, 1;" in text
+    open_only = {**partial, "closed_seeds": []}  # `losses_openset.py --closed-seeds`
+    text = rt.render_block("losses-openset-full",
+                           _loader(tmp_path, {"losses_openset_full.json": open_only}))
+    assert "closed set: not run;" in text
 
 
 def test_check_passes_on_the_repository():
@@ -178,6 +183,17 @@ def test_hashing_plan_runs_every_method_once_before_any_twice():
     first_repeat = next(i for i, (_, _, s) in enumerate(jobs) if s != 0)
     assert {m for m, _, _ in jobs[:first_repeat]} == {"a", "b"}
     assert jobs[-2:] == [("a", 12, 0), ("b", 12, 0)]  # single-seed lengths come last
+
+
+def test_losses_plan_goes_seed_by_seed_and_can_skip_the_closed_set():
+    import losses_openset
+
+    jobs = losses_openset.plan(["a", "b"], [0, 1], [0])
+    assert jobs == [("a", "fmnist-openset", 0), ("a", "fmnist-retrieval", 0),
+                    ("b", "fmnist-openset", 0), ("b", "fmnist-retrieval", 0),
+                    ("a", "fmnist-openset", 1), ("b", "fmnist-openset", 1)]
+    assert losses_openset.plan(["a"], [0, 1], []) == [("a", "fmnist-openset", 0),
+                                                      ("a", "fmnist-openset", 1)]
 
 
 def test_hashing_carries_over_the_cells_it_does_not_rerun():
