@@ -17,6 +17,10 @@ run cut short has the headline table first. Runs are cached in the work director
 runs are re-used, a run killed mid-training resumes from its last epoch), and the JSON is
 rewritten after every run with ``"complete": false`` until the whole plan is done, so an
 interrupted benchmark continues where it stopped and its partial results can be published.
+
+Two processes can share the work on a multi-core machine if their plans do not overlap (e.g. a
+second one with ``--methods ... --bits 16 --seeds 2 --out other.json``); ``--collect`` then
+gathers every finished run of the full plan into the JSON without training anything.
 """
 
 from __future__ import annotations
@@ -66,13 +70,17 @@ def run_name(preset: str, nbits: int, seed: int = 0, suffix: str = "") -> str:
 
 
 def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path,
-            extra: tuple[str, ...] = (), suffix: str = "", seed: int = 0) -> dict[str, Any]:
-    """Train (or reuse) one run and evaluate it; the result JSON doubles as a cache."""
+            extra: tuple[str, ...] = (), suffix: str = "", seed: int = 0,
+            train: bool = True) -> dict[str, Any] | None:
+    """Train (or reuse) one run and evaluate it; the result JSON doubles as a cache.
+    ``train=False``: only the cached result (None if the run has not finished)."""
     name = run_name(preset, nbits, seed, suffix)
     run_dir = workdir / name
     result_path = run_dir / "eval" / f"{protocol}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
+    if not train:
+        return None
     overrides = [f"name={name}", f"model.dim={nbits}", f"seed={seed}", *extra]
     overrides += QUICK if quick else []
     cfg = load_config(resolve_config_path(preset), overrides)
@@ -101,14 +109,19 @@ def deep_plan(methods: list[str], bits: list[int], seeds: list[int],
 
 
 def deep_table(workdir: Path, jobs: list[tuple[str, int, int]], quick: bool,
-               on_result: Any = None) -> tuple[dict[str, dict[int, list[float]]], dict]:
+               on_result: Any = None, train: bool = True
+               ) -> tuple[dict[str, dict[int, list[float]]], dict]:
     """mAP@all per method and code length, one value per seed (in seed order), and the
-    Hamming-ranking PR curve of each method's longest code of the first seed."""
+    Hamming-ranking PR curve of each method's longest code of the first seed
+    (``train=False``: of the runs that have finished; the others are left out)."""
     runs: dict[str, dict[int, dict[int, float]]] = {}
     curves: dict[str, dict[str, Any]] = {}
     longest, first_seed = max(b for _, b, _ in jobs), min(s for _, _, s in jobs)
     for method, nbits, seed in jobs:
-        r = run_one(DEEP[method], nbits, "fmnist-retrieval", quick, workdir, seed=seed)
+        r = run_one(DEEP[method], nbits, "fmnist-retrieval", quick, workdir, seed=seed,
+                    train=train)
+        if r is None:
+            continue
         binary = r["metrics"]["binary"]
         runs.setdefault(method, {}).setdefault(nbits, {})[seed] = binary["mAP@all"]
         if nbits == longest and seed == first_seed and "pr_curve" in binary:
@@ -229,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="do not carry over the cells of the existing JSON that this "
                              "command does not re-run")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: gather the plan's finished runs into the JSON "
+                             "(e.g. those of a second process); the other tables are kept")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     bits = args.bits or ([16, 32, 64] if args.quick else [12, 16, 24, 32, 48, 64])
@@ -244,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(out.read_text())
         # the tables this command does not recompute (or not yet) stay as they were
         result.update({k: previous[k] for k in ("classical", "unseen", "dph") if k in previous})
+    if args.collect and "command" in previous:  # the table names the command that trains
+        result["command"] = previous["command"]
     jobs = deep_plan(args.methods, bits, seeds, args.extra_seed_bits)
     result.update(methods=args.methods, planned_runs=len(jobs))
     carried = carried_cells(previous, jobs)
@@ -262,8 +280,13 @@ def main(argv: list[str] | None = None) -> int:
 
     runs, curves = deep_table(
         workdir, jobs, args.quick,
-        on_result=lambda r, c: save(deep_runs=r, deep=mean_table(r), pr_curves=c))
+        on_result=lambda r, c: save(deep_runs=r, deep=mean_table(r), pr_curves=c),
+        train=not args.collect)
     save(deep_runs=runs, deep=mean_table(runs), pr_curves=curves)
+    if args.collect:
+        found = sum(len(v) for row in runs.values() for v in row.values())
+        print(f"collected {found} of the plan's {len(jobs)} runs into {out}")
+        return 0
     print("\ndeep hashing, fmnist-retrieval mAP@all (same backbone and epochs; mean over seeds)")
     print(markdown(result["deep"], bits))
     if args.unseen_bits:

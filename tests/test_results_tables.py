@@ -185,6 +185,30 @@ def test_hashing_plan_runs_every_method_once_before_any_twice():
     assert jobs[-2:] == [("a", 12, 0), ("b", 12, 0)]  # single-seed lengths come last
 
 
+def test_hashing_collect_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypatch):
+    import hashing
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--collect must not train")
+
+    monkeypatch.setattr(hashing, "Trainer", no_training)
+    finished = {("dpn", 16, 0): 0.5, ("csq", 16, 1): 0.75, ("csq", 16, 0): 0.25}
+    for (method, nbits, seed), value in finished.items():
+        path = tmp_path / hashing.run_name(hashing.DEEP[method], nbits, seed) / "eval"
+        path.mkdir(parents=True)
+        (path / "fmnist-retrieval.json").write_text(json.dumps(
+            {"metrics": {"binary": {"mAP@all": value}}}))
+    out = tmp_path / "out.json"
+    out.write_text(json.dumps({"command": "python benchmarks/hashing.py", "deep_runs": {}}))
+    assert hashing.main(["--collect", "--workdir", str(tmp_path), "--out", str(out),
+                         "--methods", "dpn", "csq", "--bits", "16", "--seeds", "0", "1",
+                         "--extra-seed-bits", "16"]) == 0
+    d = json.loads(out.read_text())
+    assert d["deep_runs"] == {"dpn": {"16": [0.5]}, "csq": {"16": [0.25, 0.75]}}
+    assert d["complete"] is False and d["planned_runs"] == 4
+    assert d["command"] == "python benchmarks/hashing.py"
+
+
 def test_losses_plan_goes_seed_by_seed_and_can_skip_the_closed_set():
     import losses_openset
 
