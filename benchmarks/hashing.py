@@ -260,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(out.read_text())
         # the tables this command does not recompute (or not yet) stay as they were
         result.update({k: previous[k] for k in ("classical", "unseen", "dph") if k in previous})
-    if args.collect and "command" in previous:  # the table names the command that trains
-        result["command"] = previous["command"]
+    if args.collect:  # the table names the command that trains, and its time
+        result["command"] = previous.get("command", result["command"])
+        start -= previous.get("seconds", 0.0)
     jobs = deep_plan(args.methods, bits, seeds, args.extra_seed_bits)
     result.update(methods=args.methods, planned_runs=len(jobs))
     carried = carried_cells(previous, jobs)

@@ -199,14 +199,15 @@ def test_hashing_collect_gathers_finished_runs_and_trains_nothing(tmp_path, monk
         (path / "fmnist-retrieval.json").write_text(json.dumps(
             {"metrics": {"binary": {"mAP@all": value}}}))
     out = tmp_path / "out.json"
-    out.write_text(json.dumps({"command": "python benchmarks/hashing.py", "deep_runs": {}}))
+    out.write_text(json.dumps({"command": "python benchmarks/hashing.py", "deep_runs": {},
+                               "seconds": 3600.0}))
     assert hashing.main(["--collect", "--workdir", str(tmp_path), "--out", str(out),
                          "--methods", "dpn", "csq", "--bits", "16", "--seeds", "0", "1",
                          "--extra-seed-bits", "16"]) == 0
     d = json.loads(out.read_text())
     assert d["deep_runs"] == {"dpn": {"16": [0.5]}, "csq": {"16": [0.25, 0.75]}}
     assert d["complete"] is False and d["planned_runs"] == 4
-    assert d["command"] == "python benchmarks/hashing.py"
+    assert d["command"] == "python benchmarks/hashing.py" and 3600 <= d["seconds"] < 3660
 
 
 def test_losses_plan_goes_seed_by_seed_and_can_skip_the_closed_set():
