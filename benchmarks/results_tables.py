@@ -735,7 +735,8 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float]],
 
 def _losses_bars(d: dict[str, Any]) -> Any:
     rows = {LOSS_METHODS.get(m, m): r for m, r in d["table"].items() if r}
-    cols = LOSS_COLUMNS[:3] + LOSS_COLUMNS[4:]
+    cols = [c for c in LOSS_COLUMNS[:3] + LOSS_COLUMNS[4:]  # a column not run yet: no bars
+            if any(r.get(c) for r in rows.values())]
     return {"groups": list(rows), "mode": d["mode"],
             "series": {c: [float(np.mean(r.get(c) or [0])) for r in rows.values()] for c in cols},
             "errors": {c: [float(np.std(r.get(c) or [0])) for r in rows.values()] for c in cols}

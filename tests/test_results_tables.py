@@ -89,6 +89,9 @@ def test_losses_table_partial_and_not_run(tmp_path):
     text = rt.render_block("losses-openset-full",
                            _loader(tmp_path, {"losses_openset_full.json": open_only}))
     assert "closed set: not run;" in text
+    assert "closed mAP (64b)" in rt._losses_bars(partial)["series"]
+    no_closed = {**open_only, "table": {"softmax": {"open mAP (float)": [0.6, 0.7]}}}
+    assert list(rt._losses_bars(no_closed)["series"]) == ["open mAP (float)"]
 
 
 def test_check_passes_on_the_repository():
