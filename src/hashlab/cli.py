@@ -417,7 +417,7 @@ def index(
     split = split or "train"
     trained = TrainedRun(run)
     rows = None  # the metadata is checked before the encoding, the long part
-    if backend == "milvus":
+    if backend == "milvus" and (metadata is not None or synthetic_metadata):
         rows = _index_metadata(metadata, synthetic_metadata, trained,
                                np.asarray(trained.load_split(split).labels, dtype=np.int64))
     codes = trained.encode(split, batch_size=batch_size, progress=progress)
