@@ -156,15 +156,24 @@ def mean_table(runs: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, f
 UNSEEN = ("data.classes=[0,1,2,3,4,5]",)
 
 
-def unseen_table(workdir: Path, bits: list[int], quick: bool, methods: list[str]) -> dict:
-    """mAP@all on fmnist-unseen: trained on classes 0-5, searched among classes 6-9."""
-    table: dict[str, dict[int, float]] = {}
+def unseen_table(workdir: Path, bits: list[int], quick: bool, methods: list[str],
+                 previous: dict | None = None, on_result: Any = None,
+                 train: bool = True) -> dict[str, dict[str, float]]:
+    """mAP@all on fmnist-unseen: trained on classes 0-5, searched among classes 6-9.
+    The cells of ``previous`` (an earlier JSON's table) that this call does not produce are
+    kept; ``on_result`` sees the table after every run; ``train=False``: only finished runs."""
+    table = {m: {str(b): v for b, v in row.items()} for m, row in (previous or {}).items()}
     for method in methods:
         if method == "dph":  # needs attribute labels of the training classes; not comparable
             continue
         for nbits in bits:
-            r = run_one(DEEP[method], nbits, "fmnist-unseen", quick, workdir, UNSEEN, "-unseen")
-            table.setdefault(method, {})[nbits] = r["metrics"]["binary"]["mAP@all"]
+            r = run_one(DEEP[method], nbits, "fmnist-unseen", quick, workdir, UNSEEN, "-unseen",
+                        train=train)
+            if r is None:
+                continue
+            table.setdefault(method, {})[str(nbits)] = r["metrics"]["binary"]["mAP@all"]
+            if on_result is not None:
+                on_result(table)
     return table
 
 
@@ -284,16 +293,25 @@ def main(argv: list[str] | None = None) -> int:
         on_result=lambda r, c: save(deep_runs=r, deep=mean_table(r), pr_curves=c),
         train=not args.collect)
     save(deep_runs=runs, deep=mean_table(runs), pr_curves=curves)
+
+    def unseen(train: bool) -> dict[str, dict[str, float]]:
+        return unseen_table(workdir, args.unseen_bits, args.quick, args.methods,
+                            previous.get("unseen"), lambda t: save(unseen=t), train)
+
     if args.collect:
         found = sum(len(v) for row in runs.values() for v in row.values())
         print(f"collected {found} of the plan's {len(jobs)} runs into {out}")
+        if args.unseen_bits:
+            table = unseen(train=False)
+            cells = sum(len(row) for row in table.values())
+            print(f"the unseen-class table has {cells} cells")
         return 0
     print("\ndeep hashing, fmnist-retrieval mAP@all (same backbone and epochs; mean over seeds)")
     print(markdown(result["deep"], bits))
     if args.unseen_bits:
-        save(unseen=unseen_table(workdir, args.unseen_bits, args.quick, args.methods))
+        save(unseen=unseen(train=True))
         print("\nunseen classes, fmnist-unseen mAP@all (trained on classes 0-5)")
-        print(markdown(result["unseen"], args.unseen_bits))
+        print(markdown(result["unseen"], [str(b) for b in args.unseen_bits]))
     if not args.skip_dph:
         save(dph=dph_table(workdir, args.quick))
         cols = ["category mAP", "attribute mAP", "combined R@100", "combined R@1000",

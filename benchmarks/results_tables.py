@@ -240,6 +240,8 @@ def unseen(d: dict[str, Any], name: str, load: Load) -> str:
         rows = [[DEEP_METHODS.get(m, (m, m))[1], *c] for m, c in zip(methods, cells, strict=True)]
         text += ["", md_table([f"method ({b} bits)", "fmnist-retrieval (seen)", "fmnist-unseen",
                                "difference"], rows)]
+        if None in new:
+            text += ["", partial_line(len(new) - new.count(None), len(new))]
     return "\n".join(text)
 
 

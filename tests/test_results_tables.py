@@ -70,7 +70,10 @@ def test_old_quick_file_without_machine_or_runs(tmp_path):
     text = rt.render_block("deep-hashing-quick", load)
     assert rt.PROJECT_MACHINE in text and "| DPN (bit-wise polarization hinge, m = 1) | 0.7351 |" \
         in text and "partial" not in text
-    assert "| DPN | 0.7351 | 0.4955 | -0.2396 |" in rt.render_block("unseen-quick", load)
+    unseen = rt.render_block("unseen-quick", load)
+    assert "| DPN | 0.7351 | 0.4955 | -0.2396 |" in unseen
+    # one method of twelve has an unseen-class run: the table says it is partial
+    assert "**partial: 1 of 12 runs done**" in unseen and "| CSQ | – | – | – |" in unseen
 
 
 def test_losses_table_partial_and_not_run(tmp_path):
@@ -201,14 +204,20 @@ def test_hashing_collect_gathers_finished_runs_and_trains_nothing(tmp_path, monk
         path.mkdir(parents=True)
         (path / "fmnist-retrieval.json").write_text(json.dumps(
             {"metrics": {"binary": {"mAP@all": value}}}))
+    unseen = tmp_path / hashing.run_name(hashing.DEEP["dpn"], 16, 0, "-unseen") / "eval"
+    unseen.mkdir(parents=True)
+    (unseen / "fmnist-unseen.json").write_text(
+        json.dumps({"metrics": {"binary": {"mAP@all": 0.4}}}))
     out = tmp_path / "out.json"
     out.write_text(json.dumps({"command": "python benchmarks/hashing.py", "deep_runs": {},
-                               "seconds": 3600.0}))
+                               "seconds": 3600.0, "unseen": {"csq": {"64": 0.3}}}))
     assert hashing.main(["--collect", "--workdir", str(tmp_path), "--out", str(out),
                          "--methods", "dpn", "csq", "--bits", "16", "--seeds", "0", "1",
-                         "--extra-seed-bits", "16"]) == 0
+                         "--extra-seed-bits", "16", "--unseen-bits", "16"]) == 0
     d = json.loads(out.read_text())
     assert d["deep_runs"] == {"dpn": {"16": [0.5]}, "csq": {"16": [0.25, 0.75]}}
+    # the finished unseen-class run joins the table; the earlier JSON's cells stay
+    assert d["unseen"] == {"csq": {"64": 0.3}, "dpn": {"16": 0.4}}
     assert d["complete"] is False and d["planned_runs"] == 4
     assert d["command"] == "python benchmarks/hashing.py" and 3600 <= d["seconds"] < 3660
 
