@@ -304,3 +304,42 @@ def test_recipes_weak_table(tmp_path):
     assert "| 1,000 | none | 0.8000 (n=1) | 0.7000 (n=1) |" in text
     assert "| k-means self-labels (no labels) | – | 0.5100 ± 0.0100 (n=2) |" in text
     assert "partial" not in text
+
+
+def test_full_table_sets_the_all_query_runs_beside_qsmih(tmp_path):
+    d = {**FULL_PARTIAL, "all_queries": {"hashnet": {"12": 0.85, "32": 0.86},
+                                         "dpn": {"12": 0.80, "48": 0.90}}}
+    text = rt.render_block("deep-hashing-full", _loader(tmp_path, {"hashing_full.json": d}))
+    rows = [line for line in text.splitlines() if line.startswith(("| 12 (", "| 24 (", "| 32 (",
+                                                                    "| 48 ("))]
+    assert rows == ["| 12 (12) | 0.8420 | 0.8500 (HashNet) | +0.0080 | 1 of 2 |",
+                    "| 24 (24) | 0.8730 | – | – | – |",
+                    "| 32 (36) | 0.8630 | 0.8600 (HashNet) | -0.0030 | 0 of 1 |",
+                    "| 48 (48) | 0.8600 | 0.9000 (DPN) | +0.0400 | 1 of 1 |"]
+    quick = {**FULL_PARTIAL, "mode": "quick"}
+    assert "QSMIH" not in rt.render_block("deep-hashing-quick",
+                                          _loader(tmp_path, {"hashing_quick.json": quick}))
+
+
+def test_all_queries_table_evaluates_only_finished_seed0_runs(tmp_path):
+    import hashing
+
+    def write(method, nbits, seed=0, value=None, finished=True):
+        run = tmp_path / hashing.run_name(hashing.DEEP[method], nbits, seed)
+        (run / "eval").mkdir(parents=True)
+        if finished:
+            (run / hashing.FINAL_MODEL).parent.mkdir(parents=True, exist_ok=True)
+            (run / hashing.FINAL_MODEL).write_bytes(b"")
+        if value is not None:  # the cached result of the all-queries protocol
+            (run / "eval" / "retrieval.json").write_text(
+                json.dumps({"metrics": {"binary": {"mAP@all": value}}}))
+
+    write("dpn", 12, value=0.8)
+    write("dpn", 48, value=0.9)
+    write("dpn", 64, value=0.95)  # not a length set beside QSMIH
+    write("csq", 24, seed=1, value=0.7)  # not seed 0
+    write("csq", 32, finished=False)  # still training: never evaluated
+    table = hashing.all_queries_table(tmp_path, ["dpn", "csq"], [12, 24, 32, 48, 64], False,
+                                      previous={"hashnet": {"12": 0.85}})
+    assert table == {"hashnet": {"12": 0.85}, "dpn": {"12": 0.8, "48": 0.9}}
+    assert hashing.all_queries_table(tmp_path, ["dpn"], [12], False) == {"dpn": {"12": 0.8}}
