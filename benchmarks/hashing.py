@@ -100,6 +100,16 @@ def run_one(preset: str, nbits: int, protocol: str, quick: bool, workdir: Path,
     return result
 
 
+def compute_seconds(workdir: Path) -> float:
+    """Training plus evaluation time of every run in the work directory, summed: the compute
+    behind the JSON, however many processes and sessions shared it."""
+    total = 0.0
+    for path in workdir.glob("*/eval/*.json"):
+        r = json.loads(path.read_text())
+        total += r.get("train_seconds", 0.0) + r.get("seconds", 0.0)
+    return total
+
+
 def deep_plan(methods: list[str], bits: list[int], seeds: list[int],
               seed_bits: list[int]) -> list[tuple[str, int, int]]:
     """(method, bits, seed) in priority order: the first seed at the multi-seed lengths
@@ -307,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         result["bits"] = sorted({*bits, *(int(b) for row in carried.values() for b in row)})
 
     def save(**parts: Any) -> None:
-        result.update(parts, seconds=time.perf_counter() - start)
+        result.update(parts, seconds=time.perf_counter() - start,
+                      compute_seconds=compute_seconds(workdir))
         if carried:
             runs = {m: dict(sorted({**carried.get(m, {}), **row}.items()))
                     for m, row in result["deep_runs"].items()}

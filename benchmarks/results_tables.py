@@ -81,6 +81,8 @@ DPH_COLUMNS = {"category mAP": "category mAP@all", "attribute mAP": "attribute m
                "combined mAP": "combined mAP"}
 MODE_TEXT = {"quick": "quick mode: 3 epochs on 12,000 training images",
              "full": "full mode: 10 epochs on all 60,000 training images"}
+UNSEEN_MODE_TEXT = {"quick": "quick mode: 3 epochs on 12,000 training images of classes 0–5",
+                    "full": "full mode: 10 epochs on all 36,000 training images of classes 0–5"}
 
 # ---------------------------------------------------------------------------------------------
 # formatting
@@ -150,7 +152,10 @@ def source(name: str, d: Mapping[str, Any], command: str | None = None) -> str:
         parts.append(f"`{command}`")
     parts.append(f"machine: {machine_of(d)}")
     minutes = minutes_of(d)
-    if minutes is not None:
+    if "compute_seconds" in d:  # shared by several processes or sessions: their runs' time
+        parts.append(f"{d['compute_seconds'] / 3600:.1f} h of training and evaluation, summed "
+                     "over its runs")
+    elif minutes is not None:
         parts.append(f"{minutes:.1f} min")
     return "*" + "; ".join(parts) + "*"
 
@@ -260,7 +265,7 @@ def unseen(d: dict[str, Any], name: str, load: Load) -> str:
         return source(name, d) + "\n\n*No unseen-class runs in this JSON yet.*"
     runs = _hashing_runs(d)
     text = [source(name, d), "",
-            f"fmnist-unseen mAP@all, {MODE_TEXT[d['mode']]}, seed 0; \"seen\" is the same "
+            f"fmnist-unseen mAP@all, {UNSEEN_MODE_TEXT[d['mode']]}, seed 0; \"seen\" is the same "
             "method's fmnist-retrieval mAP@all (seed 0)."]
     methods = _methods({k: v for k, v in DEEP_METHODS.items() if k != "dph"}, d["unseen"])
     for b in sorted({b for row in d["unseen"].values() for b in row}, key=int):

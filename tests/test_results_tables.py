@@ -206,8 +206,8 @@ def test_hashing_collect_gathers_finished_runs_and_trains_nothing(tmp_path, monk
             {"metrics": {"binary": {"mAP@all": value}}}))
     unseen = tmp_path / hashing.run_name(hashing.DEEP["dpn"], 16, 0, "-unseen") / "eval"
     unseen.mkdir(parents=True)
-    (unseen / "fmnist-unseen.json").write_text(
-        json.dumps({"metrics": {"binary": {"mAP@all": 0.4}}}))
+    (unseen / "fmnist-unseen.json").write_text(json.dumps(
+        {"metrics": {"binary": {"mAP@all": 0.4}}, "train_seconds": 5400.0, "seconds": 1800.0}))
     out = tmp_path / "out.json"
     out.write_text(json.dumps({"command": "python benchmarks/hashing.py", "deep_runs": {},
                                "seconds": 3600.0, "unseen": {"csq": {"64": 0.3}}}))
@@ -220,6 +220,10 @@ def test_hashing_collect_gathers_finished_runs_and_trains_nothing(tmp_path, monk
     assert d["unseen"] == {"csq": {"64": 0.3}, "dpn": {"16": 0.4}}
     assert d["complete"] is False and d["planned_runs"] == 4
     assert d["command"] == "python benchmarks/hashing.py" and 3600 <= d["seconds"] < 3660
+    # the caption gives the runs' own time (2 h), not the collecting process's
+    assert d["compute_seconds"] == 7200.0
+    caption = rt.source("hashing_full.json", d)
+    assert "2.0 h of training and evaluation" in caption and " min" not in caption
 
 
 def test_losses_plan_goes_seed_by_seed_and_can_skip_the_closed_set():
