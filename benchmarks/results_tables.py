@@ -366,7 +366,7 @@ def _finegrained_lines(d: dict[str, Any]) -> Any:
         (int(b), float(np.mean(v)), float(np.std(v))) for b, v in row.items() if v)
         for protocol, by_method in d["table"].items() for m, row in by_method.items()}
     partial = d.get("complete") is False
-    return {"lines": lines, "mode": d["mode"] + ", partial" * partial,
+    return {"lines": lines, "mode": d["mode"], "partial": partial,
             "title": "fmnist-fine-upper / fmnist-fine-shoes"} if lines else None
 
 
@@ -724,7 +724,7 @@ def _bits_lines(d: dict[str, Any]) -> Any:
         (int(b), float(np.mean(v)), float(np.std(v))) for b, v in row.items() if v)
         for m, row in _hashing_runs(d).items()}
     partial = d.get("complete") is False
-    return {"lines": lines, "mode": d["mode"] + ", partial" * partial} if lines else None
+    return {"lines": lines, "mode": d["mode"], "partial": partial} if lines else None
 
 
 def _draw_bits(data: Any, ax: Any) -> None:
@@ -741,7 +741,8 @@ def _draw_bits(data: Any, ax: Any) -> None:
     ax.set_xlabel("code length (bits)")
     ax.set_ylabel("mAP@all")
     ax.set_title(f"{data.get('title', 'fmnist-retrieval')}, {data['mode']} mode" +
-                 (" (mean ± std over seeds)" if data["mode"].startswith("full") else ""))
+                 (" (mean ± std over seeds)" if data["mode"] == "full" else "") +
+                 (", partial" if data.get("partial") else ""))
     ax.legend(fontsize=6, ncol=2, loc="lower right")
 
 
